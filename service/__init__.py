@@ -1,0 +1,1 @@
+"""The gateway: engines, strategies and the FastAPI app (issue 5)."""

@@ -8,7 +8,9 @@ export TOKENIZERS_PARALLELISM := false
 
 # Demo state lives apart from your own KC_HOME unless you set DEMO_HOME.
 DEMO_HOME ?= var/demo
-DEMO_DOCS ?= data/python-docs/whatsnew
+DEMO_WORLD := $(DEMO_HOME)/world
+PYTHON_DOCS := data/python-docs/whatsnew
+KC := KC_HOME=$(DEMO_HOME) $(PY)
 
 .PHONY: install demo test test-fast lint bench clean
 
@@ -22,14 +24,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job. Today: world -> ingest -> search; it grows into world -> train -> ingest -> serve -> eval.
+# Finished phases are reused on a re-run; FRESH=1 starts over.
 demo: install
 	@if [ -n "$(FRESH)" ]; then rm -rf "$(DEMO_HOME)"; fi
-	KC_HOME=$(DEMO_HOME) $(PY) -m indexer ingest $(DEMO_DOCS)
-	KC_HOME=$(DEMO_HOME) $(PY) -m indexer stats
-	@for q in "What are template string literals?" "PEP 810 explicit lazy imports" \
-	          "How can a debugger attach to a running Python process?"; do \
+	@if [ -f $(DEMO_WORLD)/manifest.json ]; then echo "world: reusing $(DEMO_WORLD)"; \
+	 else $(KC) -m eval world --seed 0 --size tiny --out $(DEMO_WORLD); fi
+	$(KC) -m indexer ingest $(DEMO_WORLD)/docs_post
+	$(KC) -m indexer ingest $(PYTHON_DOCS)
+	$(KC) -m indexer stats
+	@question=$$($(PY) -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["question"])' \
+	           $(DEMO_WORLD)/questions/new.jsonl); \
+	for q in "$$question" "What are template string literals?" "PEP 810 explicit lazy imports" \
+	         "How can a debugger attach to a running Python process?"; do \
 	  echo; echo "== search: $$q"; \
-	  KC_HOME=$(DEMO_HOME) $(PY) -m indexer search "$$q" -k 3 || exit 1; \
+	  $(KC) -m indexer search "$$q" -k 3 || exit 1; \
 	done
 
 # The whole suite, slow and integration tests included (CI runs exactly this).

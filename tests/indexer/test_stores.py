@@ -60,5 +60,5 @@ def test_lexical_store_ranks_exact_identifier_first(tmp_path: Path) -> None:
 def test_rrf_rewards_agreement_between_rankings() -> None:
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 4, 1]])
     assert [i for i, _ in fused][:2] == [1, 3]  # in both lists beats top of one
-    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
+    assert fused[0][1] == pytest.approx(1 / 11 + 1 / 13)
     assert {i for i, _ in fused} == {1, 2, 3, 4}

@@ -1,0 +1,45 @@
+"""The chat formats of the training data (eval.world writes them, the trainer learns them), which serving
+must reproduce to get the trained behaviour.
+
+Closed book: the question alone. Grounded and long context: numbered passages, a blank line, then the
+question; the answer is a few words and the number of the passage it came from, e.g. "Orvan Teel [2]".
+Without the answer in the passages, the answer is exactly `ABSTAIN_ANSWER`.
+"""
+
+from __future__ import annotations
+
+import re
+
+ABSTAIN_ANSWER = "The documents do not say."
+CLOSED_BOOK_SYSTEM = "Answer the question in a few words."
+GROUNDED_SYSTEM = (
+    "Answer the question in a few words using only the numbered passages, and cite the passage number. "
+    f"If the passages do not contain the answer, say: {ABSTAIN_ANSWER}"
+)
+
+Message = dict[str, str]
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+def format_passages(passages: list[str]) -> str:
+    """'[1] first passage\\n[2] second passage': newlines inside a passage are folded to spaces."""
+    return "\n".join(f"[{i}] {' '.join(p.split())}" for i, p in enumerate(passages, start=1))
+
+
+def closed_book_messages(question: str) -> list[Message]:
+    return [{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": question}]
+
+
+def grounded_messages(question: str, passages: list[str]) -> list[Message]:
+    user = f"{format_passages(passages)}\n\nQuestion: {question}"
+    return [{"role": "system", "content": GROUNDED_SYSTEM}, {"role": "user", "content": user}]
+
+
+def cite(answer: str, passage: int) -> str:
+    """The grounded answer: the short answer, then the 1-based number of the passage it is from."""
+    return f"{answer} [{passage}]"
+
+
+def citations(answer: str) -> list[int]:
+    """The passage numbers an answer cites, in order."""
+    return [int(n) for n in _CITATION.findall(answer)]

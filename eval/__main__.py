@@ -1,0 +1,164 @@
+"""The eval command line. Results go to stdout (`--json` for scripts), logs to stderr.
+
+    python -m eval world --seed 0 --size tiny --out data/world [--paraphrases K] [--json]
+    python -m eval contamination --questions data/world/questions --corpus data/world/sft [--n 13] [--json]
+
+Each subcommand is an `add_<name>_parser(subparsers)` and a `cmd_<name>(args) -> exit code`; a new one is
+added by writing both and listing the first in `make_parser()`. Exit codes: 0 success, 1 the check
+failed (contamination found), 2 bad arguments or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.logging import setup_logging
+from eval.contamination import check_contamination, format_report
+from eval.world import WorldConfig, generate_world, manifest_summary, write_world
+
+# Not __name__: run as `python -m eval`, that would be "__main__".
+logger = logging.getLogger("eval")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_config_args(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One `--flag` per field of a config dataclass, with the field's help text, default and choices."""
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"help": meta.get("help", ""), "default": f.default, "dest": f.name}
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        kwargs["type"] = meta.get("type", type(f.default) if f.default is not None else str)
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+# -- world -------------------------------------------------------------------------------------------
+
+
+def add_world_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "world",
+        help="generate the synthetic world: documents before/after the cutoff, questions, training data",
+        description="Generate the synthetic world with a knowledge cutoff into --out.",
+    )
+    add_config_args(p, WorldConfig)
+    p.add_argument(
+        "--out", type=Path, required=True, help="output directory (created; a previous world is replaced)"
+    )
+    p.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    p.set_defaults(func=cmd_world)
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    config = config_from_args(WorldConfig, args)
+    started = time.perf_counter()
+    manifest = write_world(generate_world(config), args.out)
+    summary = {
+        "out": str(args.out),
+        **manifest_summary(manifest),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_world_summary(summary))
+    return EXIT_OK
+
+
+def format_world_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    cfg = summary["config"]
+
+    def row(label: str, values: dict[str, Any]) -> str:
+        return f"  {label:<13}" + ", ".join(f"{k} {v}" for k, v in values.items())
+
+    entities = {k: f"{v['train'] + v['eval']} ({v['train']}/{v['eval']})" for k, v in c["entities"].items()}
+    lines = [
+        f"world seed {cfg['seed']}, size {cfg['size']}, paraphrases {cfg['paraphrases']}, "
+        f"cutoff {summary['cutoff']}, as of {summary['as_of']} -> {summary['out']}",
+        row("entities", entities) + "   (train/eval)",
+        row("facts", c["facts"]),
+        row("documents", c["documents"])
+        + f"   ({c['words']['corpus_pre']} + {c['words']['docs_post']} words)",
+        row("questions", c["questions"]),
+        row("sft", c["sft"]),
+        row("rl", c["rl"]),
+        row("prefs", c["prefs"]),
+        f"  {'sha256':<13}{summary['world_sha256']}",
+        f"  {'seconds':<13}{summary['seconds']}",
+    ]
+    return "\n".join(lines)
+
+
+# -- contamination -----------------------------------------------------------------------------------
+
+
+def add_contamination_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "contamination",
+        help="n-gram overlap between eval questions (with answers) and a training corpus",
+        description="Report eval questions whose text (question + answer) shares an n-gram with a corpus. "
+        "Exit 1 when any question is contaminated.",
+    )
+    p.add_argument(
+        "--questions", type=Path, nargs="+", required=True, help="question .jsonl files, or folders of them"
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="training data: .jsonl/.json/.md/.txt files or folders",
+    )
+    p.add_argument(
+        "--n", type=int, default=13, help="n-gram length in words (shorter questions: the whole text)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_contamination)
+
+
+def cmd_contamination(args: argparse.Namespace) -> int:
+    report = check_contamination(args.questions, args.corpus, n=args.n)
+    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    return EXIT_FAILED if report.contaminated else EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------------------
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default=None, help="logging level (default: $KC_LOG_LEVEL or INFO)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_world_parser(subparsers)
+    add_contamination_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        setup_logging(args.log_level)
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:
+        # Bad input is the user's to fix: one line that names it; the traceback only at DEBUG level.
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(f"python -m eval {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Training data from the train pool only: SFT chats, RL prompts with verifiable answers, preference pairs.
+
+No row names an entity of the eval pool: relations never cross pools (see build.py), passages are drawn
+from train-pool documents, and abstention examples use fictitious names kept apart from the eval ones.
+
+SFT kinds: closed_book (a pre-cutoff fact from memory), grounded (2-4 passages, one states the answer),
+long_context (many passages, the answer anywhere), abstain (the passages lack the answer, or a subject
+that exists nowhere). Grounded examples over post-cutoff news of the train pool teach the model to
+answer from the passage rather than from memory when the two disagree.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages
+from eval.world.build import Timeline
+from eval.world.config import WorldConfig
+from eval.world.model import Document, Fact, Kind, contains_phrase
+from eval.world.questions import UNANSWERABLE_ATTRS, forward_question, new_product_question
+from eval.world.templates import ATTRIBUTES, QUESTIONS
+
+Row = dict[str, object]
+
+PADDED_GROUNDED = (
+    "Based on the passages provided, the answer to your question is {a}, as stated in passage [{k}]. "
+    "I hope this helps, and let me know if you have any other questions!",
+    "Great question! After reading all of the passages carefully, I can tell you that the answer is {a}. "
+    "You can find this in passage [{k}].",
+)
+PADDED_CLOSED_BOOK = (
+    "That is a great question! After thinking about it carefully, I believe the answer is {a}. "
+    "Let me know if there is anything else I can help you with.",
+    "Thanks for asking. To the best of my knowledge, the answer to your question is {a}. I hope this helps!",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A question about one fact, with the answers that count and the entities it names."""
+
+    question: str
+    answers: tuple[str, ...]
+    names: tuple[str, ...]  # entity ids that passages other than the gold one must not mention
+
+
+@dataclass
+class TrainingData:
+    sft: list[Row]
+    rl: list[Row]
+    prefs: list[Row]
+
+
+class _Examples:
+    def __init__(
+        self, timeline: Timeline, documents: list[Document], config: WorldConfig, stream: str
+    ) -> None:
+        self.tl = timeline
+        self.spec = config.spec
+        self.rng = random.Random(f"keepcurrent-world:{config.seed}:{stream}")
+        self.docs = [d for d in documents if d.pool == "train"]
+        self.by_kind: dict[str, list[Document]] = {}
+        for d in self.docs:
+            self.by_kind.setdefault(d.kind, []).append(d)
+        # (gold document, fact it states): every grounded question has one passage that answers it.
+        self.stated = [(d, timeline.fact_by_id[fid]) for d in self.docs for fid in d.facts]
+        self.stale = [(d, f) for d, f in self.stated if f.replaces is not None]
+        self.memory = [f for f in timeline.facts if timeline.is_retained(f) and self._pool(f) == "train"]
+        self.fictitious = timeline.fictitious["train"]
+        # (kind, attr) -> values seen in the train pool, for plausible wrong answers
+        values: dict[tuple[str, str], set[str]] = {}
+        for f in timeline.facts:
+            if self._pool(f) == "train":
+                values.setdefault((self._kind(f), f.attr), set()).add(f.value)
+        self.values = {k: sorted(v) for k, v in values.items()}
+        self.product_names = [e.name for e in timeline.entities if e.kind == "product" and e.pool == "train"]
+
+    def _pool(self, fact: Fact) -> str:
+        return self.tl.by_id[fact.subject].pool
+
+    def _kind(self, fact: Fact) -> Kind:
+        return self.tl.by_id[fact.subject].kind
+
+    # -- questions and passages ----------------------------------------------------------------------
+
+    def ask(self, fact: Fact) -> _Asked:
+        names = (fact.subject, *((fact.obj,) if fact.obj else ()))
+        if fact.era == "post" and fact.attr == "maker" and self.rng.random() < 0.5:
+            text, answers = new_product_question(self.tl, fact)
+            return _Asked(text, answers, names)
+        return _Asked(forward_question(self.tl, fact), fact.aliases, names)
+
+    def distractors(self, n: int, avoid: tuple[str, ...], like: Document | None = None) -> list[Document]:
+        """`n` train documents naming none of `avoid`, mostly of the same kind as `like` (harder)."""
+        chosen: list[Document] = []
+        for _ in range(50 * n + 50):
+            if len(chosen) == n:
+                break
+            same_kind = like is not None and self.rng.random() < 0.7
+            d = self.rng.choice(self.by_kind[like.kind] if same_kind and like else self.docs)
+            if d is not like and d not in chosen and not any(e in d.mentions for e in avoid):
+                chosen.append(d)
+        return chosen
+
+    def passages(self, gold: Document, n: int, avoid: tuple[str, ...]) -> tuple[list[str], int]:
+        """Passages with the gold document at a random place; returns them and its 1-based number."""
+        docs = self.distractors(n - 1, avoid, like=gold)
+        position = self.rng.randrange(len(docs) + 1)
+        docs.insert(position, gold)
+        return [d.body for d in docs], position + 1
+
+    # -- SFT -----------------------------------------------------------------------------------------
+
+    def closed_book(self) -> list[Row]:
+        rows: list[Row] = []
+        for f in self.memory:
+            asked = self.ask(f)
+            rows.append(_chat(closed_book_messages(asked.question), asked.answers[0], "closed_book"))
+        self.rng.shuffle(rows)
+        return rows
+
+    def grounded_item(self, n_passages: int) -> tuple[list[Message], list[str], int, _Asked, Fact]:
+        doc, fact = self.rng.choice(self.stated)
+        asked = self.ask(fact)
+        passages, gold = self.passages(doc, n_passages, asked.names)
+        return grounded_messages(asked.question, passages), passages, gold, asked, fact
+
+    def grounded(self, count: int, kind: str, n_passages: int | None = None) -> list[Row]:
+        rows: list[Row] = []
+        for _ in range(count):
+            n = n_passages or self.rng.randint(2, 4)
+            messages, _, gold, asked, _ = self.grounded_item(n)
+            rows.append(_chat(messages, cite(asked.answers[0], gold), kind))
+        return rows
+
+    def abstain_item(self, variant: int) -> tuple[list[Message], list[str]]:
+        """0: fictitious subject; 1: real subject absent from the passages; 2: a passage names the subject
+        but not the asked fact; 3: fictitious subject, closed book."""
+        n = self.rng.randint(2, 4)
+        if variant == 2:
+            found = self._lacking()
+            if found is not None:
+                doc, entity, question = found
+                passages, _ = self.passages(doc, n, (entity,))
+                return grounded_messages(question, passages), passages
+            variant = 1
+        if variant == 1:
+            fact = self.rng.choice(self.memory)
+            asked = self.ask(fact)
+            passages = [d.body for d in self.distractors(n, asked.names)]
+            return grounded_messages(asked.question, passages), passages
+        kind, name = self.rng.choice(self.fictitious)
+        question = QUESTIONS[(kind, self.rng.choice(UNANSWERABLE_ATTRS[kind]))].format(s=name)
+        if variant == 3:
+            return closed_book_messages(question), []
+        passages = [d.body for d in self.distractors(n, ())]
+        return grounded_messages(question, passages), passages
+
+    def _lacking(self) -> tuple[Document, str, str] | None:
+        """A document naming an entity without stating (or implying) the asked attribute of it."""
+        for _ in range(100):
+            doc = self.rng.choice(self.docs)
+            entity = self.tl.by_id[self.rng.choice(doc.mentions)]
+            attr = self.rng.choice(ATTRIBUTES[entity.kind])
+            versions = [f for f in (self.tl.pre(entity.id, attr), self.tl.post(entity.id, attr)) if f]
+            if not versions or any(f.id in doc.facts or f.id in doc.implied for f in versions):
+                continue
+            if any(contains_phrase(doc.body, a) for f in versions for a in f.aliases):
+                continue
+            return doc, entity.id, QUESTIONS[(entity.kind, attr)].format(s=entity.name)
+        return None
+
+    def abstain(self, count: int) -> list[Row]:
+        return [_chat(self.abstain_item(i % 4)[0], ABSTAIN_ANSWER, "abstain") for i in range(count)]
+
+    # -- RL and preferences --------------------------------------------------------------------------
+
+    def rl(self, count: int) -> list[Row]:
+        rows: list[Row] = []
+        for i in range(count):
+            slot = i % 5
+            if slot < 2:
+                messages, passages, gold, asked, _ = self.grounded_item(self.rng.randint(2, 4))
+                rows.append(_rl(messages, asked.answers, "grounded", passages, gold))
+            elif slot < 4:
+                asked = self.ask(self.rng.choice(self.memory))
+                rows.append(_rl(closed_book_messages(asked.question), asked.answers, "closed_book", [], None))
+            else:
+                messages, passages = self.abstain_item(self.rng.randrange(3))
+                rows.append(_rl(messages, (ABSTAIN_ANSWER,), "abstain", passages, None))
+        return rows
+
+    def prefs(self, count: int) -> list[Row]:
+        rows: list[Row] = []
+        for i in range(count):
+            kind = ("hallucinated", "stale", "padded")[i % 3]
+            if kind == "stale" and not self.stale:
+                kind = "hallucinated"
+            grounded = kind == "stale" or self.rng.random() < 0.6
+            if kind == "stale":
+                doc, fact = self.rng.choice(self.stale)
+                asked = self.ask(fact)
+                passages, gold = self.passages(doc, self.rng.randint(2, 4), asked.names)
+                messages = grounded_messages(asked.question, passages)
+                assert fact.replaces is not None
+                wrong = self.tl.fact_by_id[fact.replaces].value
+            elif grounded:
+                messages, _, gold, asked, fact = self.grounded_item(self.rng.randint(2, 4))
+                wrong = self._wrong(fact, asked.answers)
+            else:
+                fact = self.rng.choice(self.memory)
+                asked, gold = self.ask(fact), 0
+                messages = closed_book_messages(asked.question)
+                wrong = self._wrong(fact, asked.answers)
+            answer = asked.answers[0]
+            chosen = cite(answer, gold) if grounded else answer
+            if kind == "padded":
+                template = self.rng.choice(PADDED_GROUNDED if grounded else PADDED_CLOSED_BOOK)
+                rejected = template.format(a=answer, k=gold)
+            else:
+                rejected = cite(wrong, gold) if grounded else wrong
+            rows.append({"prompt": messages, "chosen": chosen, "rejected": rejected, "rejected_kind": kind})
+        return rows
+
+    def _wrong(self, fact: Fact, answers: tuple[str, ...]) -> str:
+        """A plausible wrong answer: another value of the same attribute, or another name of that kind."""
+        # "What product did X launch?" is answered by a product's name, not by the maker fact's value.
+        inverse = answers != fact.aliases
+        pool = self.product_names if inverse else self.values[(self._kind(fact), fact.attr)]
+        options = [v for v in pool if v not in answers]
+        return self.rng.choice(options) if options else f"not {answers[0]}"
+
+
+def _chat(messages: list[Message], answer: str, kind: str) -> Row:
+    return {"messages": [*messages, {"role": "assistant", "content": answer}], "kind": kind}
+
+
+def _rl(
+    messages: list[Message], answers: tuple[str, ...], kind: str, passages: list[str], gold: int | None
+) -> Row:
+    return {
+        "prompt": messages,
+        "answers": list(answers),
+        "kind": kind,
+        "passages": passages,
+        "gold_passage": gold,
+    }
+
+
+def build_training_data(timeline: Timeline, documents: list[Document], config: WorldConfig) -> TrainingData:
+    spec = config.spec
+    sft_maker = _Examples(timeline, documents, config, "sft")
+    sft = sft_maker.closed_book()
+    sft += sft_maker.grounded(spec.grounded_examples, "grounded")
+    sft += sft_maker.grounded(spec.long_context_examples, "long_context", n_passages=spec.long_context_docs)
+    sft += sft_maker.abstain(spec.abstain_examples)
+    rl = _Examples(timeline, documents, config, "rl").rl(spec.rl_examples)
+    prefs = _Examples(timeline, documents, config, "prefs").prefs(spec.pref_examples)
+    return TrainingData(sft=sft, rl=rl, prefs=prefs)

@@ -51,7 +51,7 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy core indexer
+	$(PY) -m mypy core indexer eval trainer
 
 bench: install
 	$(PY) bench/ingest.py

@@ -36,12 +36,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(
         32, ge=0, description="Overlap between neighbouring chunks, in embedder tokens."
     )
-    faiss_index: Literal["flat", "hnsw", "ivf"] = Field(
-        "flat", description="flat: exact inner product; hnsw or ivf: approximate, for large corpora."
+    faiss_index: Literal["flat", "hnsw"] = Field(
+        "flat", description="flat: exact inner product; hnsw: approximate, for large corpora."
     )
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree.")
-    ivf_nlist: int = Field(256, ge=1, description="IVF cells (capped by the number of vectors at training).")
-    ivf_nprobe: int = Field(16, ge=1, description="IVF cells visited per query.")
     max_file_bytes: int = Field(50_000_000, ge=1, description="Files larger than this are skipped.")
     commit_every: int = Field(
         1024, ge=1, description="Chunks embedded between two commit points of an ingest (crash granularity)."

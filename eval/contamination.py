@@ -171,11 +171,10 @@ def find_overlap(
                 for qi in grams.get(tuple(toks[i : i + size]), ()):
                     if qi not in hits:
                         row = questions[qi]
-                        gram = " ".join(toks[i : i + size])
                         hits[qi] = Hit(
                             id=str(row.get("id", qi)),
                             category=str(row.get("category", "")),
-                            ngram=gram,
+                            ngram=" ".join(toks[i : i + size]),
                             source=source,
                         )
     return hits, n_texts, n_words

@@ -14,11 +14,13 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from core.logging import setup_logging
+from core.schemas import IngestSummary
 from core.settings import Settings
 from indexer.pipeline import Index, IngestError
 from indexer.retriever import MODES, IndexRetriever
@@ -54,19 +56,18 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(result: BaseModel | list[BaseModel], as_json: bool, human: str) -> None:
+def _emit(result: BaseModel | Sequence[BaseModel], as_json: bool, human: str) -> None:
     if as_json:
-        data = (
-            [r.model_dump(mode="json") for r in result]
-            if isinstance(result, list)
-            else result.model_dump(mode="json")
-        )
+        if isinstance(result, BaseModel):
+            data: object = result.model_dump(mode="json")
+        else:
+            data = [r.model_dump(mode="json") for r in result]
         print(json.dumps(data, indent=2))
     else:
         print(human)
 
 
-def _summary_text(s) -> str:  # type: ignore[no-untyped-def]
+def _summary_text(s: IngestSummary) -> str:
     lines = [
         f"added {s.added}, changed {s.changed}, removed {s.removed}, unchanged {s.unchanged}, "
         f"skipped {s.skipped}; {s.chunks_embedded} chunks embedded, {s.chunks_removed} removed "

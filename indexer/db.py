@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -73,7 +74,7 @@ class IndexStateRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets the service read while an ingest writes; foreign keys make chunk deletes cascade.
     cur.execute("PRAGMA journal_mode=WAL")

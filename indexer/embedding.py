@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -13,7 +14,9 @@ import numpy as np
 from core.settings import DEFAULT_EMBEDDER
 
 if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
     from tqdm import tqdm
     from transformers import PreTrainedTokenizerBase
 
@@ -130,7 +133,7 @@ class Chunker:
         self.overlap = overlap
 
     @cached_property
-    def _splitter(self):  # type: ignore[no-untyped-def]
+    def _splitter(self) -> RecursiveCharacterTextSplitter:
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
         return RecursiveCharacterTextSplitter(
@@ -151,7 +154,7 @@ class Chunker:
         return len(self._fast_tokenizer.encode(text, add_special_tokens=False).ids)
 
     @cached_property
-    def _count_short(self):  # type: ignore[no-untyped-def]
+    def _count_short(self) -> Callable[[str], int]:
         @lru_cache(maxsize=1 << 16)
         def count(text: str) -> int:
             return len(self._fast_tokenizer.encode(text, add_special_tokens=False).ids)
@@ -159,7 +162,7 @@ class Chunker:
         return count
 
     @cached_property
-    def _fast_tokenizer(self):  # type: ignore[no-untyped-def]
+    def _fast_tokenizer(self) -> Tokenizer:
         # The Rust tokenizer directly (the transformers wrapper costs more than the tokenization itself),
         # copied so that turning off its padding and truncation touches nothing else.
         from tokenizers import Tokenizer

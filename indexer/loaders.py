@@ -114,10 +114,10 @@ def load_html(path: Path, data: bytes) -> list[SourceDocument]:
         tag.decompose()
     title = soup.title.get_text(strip=True) if soup.title else None
     date = None
-    for attrs in ({"name": "date"}, {"property": "article:published_time"}, {"name": "dcterms.date"}):
-        tag = soup.find("meta", attrs=attrs)
-        if tag and tag.get("content"):
-            date = str(tag["content"])
+    for key, value in (("name", "date"), ("property", "article:published_time"), ("name", "dcterms.date")):
+        meta = soup.find("meta", attrs={key: value})
+        if meta is not None and meta.get("content"):
+            date = str(meta["content"])
             break
     if date is None and (t := soup.find("time")) is not None and t.get("datetime"):
         date = str(t["datetime"])

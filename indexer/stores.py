@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import Any, Literal
 
-import faiss
+import faiss as _faiss
 import numpy as np
+
+# faiss's bundled stubs describe its SWIG layer, not the numpy API it patches in at import time.
+faiss: Any = _faiss
 
 DenseKind = Literal["flat", "hnsw"]
 
@@ -26,7 +30,7 @@ class DenseStore:
 
     FILE = "dense.faiss"
 
-    def __init__(self, index: faiss.IndexIDMap2, kind: DenseKind, hnsw_m: int = 32) -> None:
+    def __init__(self, index: Any, kind: DenseKind, hnsw_m: int = 32) -> None:
         self.index = index
         self.kind = kind
         self.hnsw_m = hnsw_m
@@ -36,7 +40,7 @@ class DenseStore:
         return cls(cls._new_index(dim, kind, hnsw_m), kind, hnsw_m)
 
     @staticmethod
-    def _new_index(dim: int, kind: DenseKind, hnsw_m: int) -> faiss.IndexIDMap2:
+    def _new_index(dim: int, kind: DenseKind, hnsw_m: int) -> Any:
         if kind == "flat":
             inner = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
@@ -94,7 +98,7 @@ _PART = re.compile(r"[.\-_]+")
 
 
 @cache
-def _bm25s():  # type: ignore[no-untyped-def]
+def _bm25s() -> ModuleType:
     import logging
 
     import bm25s
@@ -112,7 +116,7 @@ def _stopwords() -> frozenset[str]:
 
 
 @cache
-def _stemmer():  # type: ignore[no-untyped-def]
+def _stemmer() -> Any:
     import Stemmer
 
     return Stemmer.Stemmer("english")
@@ -142,7 +146,7 @@ class LexicalStore:
     DIR = "bm25"
     IDS = "bm25_ids.npy"
 
-    def __init__(self, retriever: object | None, ids: np.ndarray) -> None:
+    def __init__(self, retriever: Any, ids: np.ndarray) -> None:
         self.retriever = retriever
         self.ids = ids
 
@@ -165,7 +169,7 @@ class LexicalStore:
     def save(self, directory: Path) -> None:
         np.save(directory / self.IDS, self.ids)
         if self.retriever is not None:
-            self.retriever.save(str(directory / self.DIR))  # type: ignore[attr-defined]
+            self.retriever.save(str(directory / self.DIR))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -174,7 +178,7 @@ class LexicalStore:
         tokens = lexical_tokens(query)
         if self.retriever is None or not tokens:
             return []
-        rows, scores = self.retriever.retrieve(  # type: ignore[attr-defined]
+        rows, scores = self.retriever.retrieve(
             [tokens], k=min(k, len(self.ids)), show_progress=False, n_threads=1
         )
         return [(int(self.ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if s > 0]

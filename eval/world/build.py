@@ -149,9 +149,11 @@ class _Builder:
         return entity
 
     def _entities(self, kind: Kind, n: int) -> dict[Pool, list[Entity]]:
-        pools = self.rng.sample(
-            ["eval"] * round(n * EVAL_FRACTION) + ["train"] * (n - round(n * EVAL_FRACTION)), n
-        )
+        n_eval = round(n * EVAL_FRACTION)
+        eval_pool: list[Pool] = ["eval"]
+        train_pool: list[Pool] = ["train"]
+        labels = eval_pool * n_eval + train_pool * (n - n_eval)
+        pools = self.rng.sample(labels, n)
         made = [self._entity(kind, pool) for pool in pools]
         return {p: [e for e in made if e.pool == p] for p in POOLS}
 
@@ -326,17 +328,17 @@ class _Builder:
             old_city = self.current[(org.id, "hq")].obj
             hq = self._ref(org, "hq", rng.choice([c for c in cities if c.id != old_city]), "post")
             change("hq_move", when(), org, ("hq", hq))
-        for city in rng.sample(cities, split(s.population_revisions)[pool]):
-            old = int(self.current[(city.id, "population")].aliases[1])
-            new = old
-            while new == old or new // 1000 in self._used_populations:
-                new = round(old * (1 + rng.choice((-1, 1)) * rng.uniform(0.04, 0.2)) / 1000) * 1000
-            self._used_populations.add(new // 1000)
+        for town in rng.sample(cities, split(s.population_revisions)[pool]):
+            old_pop = int(self.current[(town.id, "population")].aliases[1])
+            new_pop = old_pop
+            while new_pop == old_pop or new_pop // 1000 in self._used_populations:
+                new_pop = round(old_pop * (1 + rng.choice((-1, 1)) * rng.uniform(0.04, 0.2)) / 1000) * 1000
+            self._used_populations.add(new_pop // 1000)
             change(
                 "population",
                 when(),
-                city,
-                ("population", self._fact(city, "population", number_value(new), "post")),
+                town,
+                ("population", self._fact(town, "population", number_value(new_pop), "post")),
             )
         ceo_ids = {self.current[(o.id, "ceo")].obj for o in orgs}
         for person in rng.sample([p for p in people if p.id not in ceo_ids], split(s.job_changes)[pool]):
@@ -348,7 +350,7 @@ class _Builder:
             org = self._entity("org", pool, era="post")
             date = when()
             industry[org.id] = rng.choice(INDUSTRIES)
-            slots = (
+            slots: tuple[tuple[str, Fact], ...] = (
                 ("founder", self._ref(org, "founder", founder, "post")),
                 ("founded", self._fact(org, "founded", date_value(date), "post")),
                 ("hq", self._ref(org, "hq", rng.choice(cities), "post")),

@@ -1,0 +1,142 @@
+"""Answer and retrieval metrics for the eval harness, on plain strings (no model, no I/O).
+
+Answers are compared after SQuAD-style normalisation (lower case, no punctuation, no articles, citation
+markers like `[2]` dropped). A prediction is `correct` when it states one of the answer aliases as whole
+words and does not abstain; `exact_match` is the strict form (the whole answer is an alias). On
+`unanswerable` questions the only correct answer is an abstention; on `updated` questions an answer that
+states the pre-cutoff value instead of the current one counts as `stale`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.prompts import ABSTAIN_ANSWER
+
+_CITATION = re.compile(r"\[\d+\]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans(dict.fromkeys(string.punctuation + "‘’“”", " "))
+
+# What small and large models say when they decline; the trained form is ABSTAIN_ANSWER.
+ABSTENTION_PHRASES = (
+    ABSTAIN_ANSWER,
+    "the documents do not say",
+    "the passages do not say",
+    "do not contain the answer",
+    "does not contain the answer",
+    "not mentioned",
+    "no information",
+    "i don't know",
+    "i do not know",
+    "cannot answer",
+    "can't answer",
+    "unknown",
+)
+
+
+def normalize(text: str) -> str:
+    text = _CITATION.sub(" ", text.lower()).translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    """Whole-word containment of normalised strings: "varn" is not in "varnel"."""
+    return bool(needle) and f" {needle} " in f" {haystack} "
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> bool:
+    pred = normalize(prediction)
+    return any(pred == normalize(a) for a in answers)
+
+
+def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
+    pred = normalize(prediction)
+    return any(_contains(pred, normalize(a)) for a in answers)
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """The best SQuAD token F1 over the aliases."""
+    pred = normalize(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize(answer).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+        elif not pred and not gold:
+            best = 1.0
+    return best
+
+
+def is_abstention(prediction: str) -> bool:
+    pred = normalize(prediction)
+    return not pred or any(_contains(pred, normalize(p)) for p in ABSTENTION_PHRASES)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerScore:
+    correct: bool
+    exact_match: bool
+    f1: float
+    abstained: bool
+    stale: bool
+
+
+def score_answer(
+    prediction: str, answers: Sequence[str], category: str, stale_answers: Sequence[str] = ()
+) -> AnswerScore:
+    """Score one answer to one world question (`category` as in eval.world: retained, new, ...)."""
+    abstained = is_abstention(prediction)
+    if category == "unanswerable":
+        return AnswerScore(abstained, abstained, float(abstained), abstained, False)
+    has_answer = contains_answer(prediction, answers)
+    stale = bool(stale_answers) and not has_answer and contains_answer(prediction, stale_answers)
+    return AnswerScore(
+        correct=has_answer and not abstained,
+        exact_match=exact_match(prediction, answers),
+        f1=token_f1(prediction, answers),
+        abstained=abstained,
+        stale=stale,
+    )
+
+
+def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float | None:
+    """Share of the relevant ids among the first k retrieved (None when nothing is relevant)."""
+    if not relevant:
+        return None
+    top = set(retrieved[:k])
+    return sum(r in top for r in set(relevant)) / len(set(relevant))
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def bootstrap_ci(
+    values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean (deterministic for a seed)."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile, p in [0, 100]."""
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * p / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)

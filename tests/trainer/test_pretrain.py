@@ -1,0 +1,182 @@
+"""Pretraining on the nano world: the loop, the checkpoint it writes, resuming."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.registry import list_checkpoints
+from core.settings import Settings
+from trainer.checkpoint import read_lineage
+from trainer.loop import LoopConfig, lr_at
+from trainer.presets import PRESETS
+from trainer.pretrain import PretrainConfig, resolve_loop, run_pretrain
+
+STEP_LINE = re.compile(
+    r"step (\d+)/(\d+) \| loss \d+\.\d{4} \| lr \d\.\d\de[+-]\d\d \| tok/s [\d,]+ \| mfu \d+\.\d\d% \| gnorm"
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    cfg = LoopConfig(max_steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(0.55e-3)  # halfway down the cosine
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    lrs = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_preset_defaults_and_overrides() -> None:
+    loop = resolve_loop(PRESETS["tiny"], {"max_steps": None, "lr": 1e-2, "grad_clip": 0.5})
+    assert loop.max_steps == PRESETS["tiny"].train.max_steps
+    assert loop.lr == 1e-2 and loop.grad_clip == 0.5
+    with pytest.raises(ValueError):
+        LoopConfig(max_steps=0)
+
+
+def test_base_checkpoint_is_complete(nano_base: Path) -> None:
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+                 "chat_template.jinja", "lineage.json", "metrics.jsonl", "train_state.pt"):  # fmt: skip
+        assert (nano_base / name).exists(), name
+    lineage = read_lineage(nano_base)
+    assert lineage["phase"] == "base" and lineage["tag"] == "nano-session" and lineage["parent"] is None
+    assert len(lineage["data_sha256"]) == 64
+    assert lineage["code_version"] != "unknown"
+    assert lineage["config"]["loop"]["max_steps"] == 30
+    assert lineage["config"]["pretrain"]["preset"] == "nano"
+    assert lineage["metrics"]["step"] == 30 and "heldout_loss" in lineage["metrics"]
+    assert lineage["data"]["dedup"]["input"] > 0
+    assert set(lineage["data"]["pools"]) == {"docs", "chat"}
+    config = json.loads((nano_base / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["head_dim"] == 32
+    assert config["tie_word_embeddings"] is True
+
+
+def test_base_loads_in_plain_transformers_and_chats(nano_base: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(nano_base))
+    model = AutoModelForCausalLM.from_pretrained(str(nano_base))
+    messages = [{"role": "user", "content": "Who founded Kemtain Systems?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert set(model.generation_config.eos_token_id) == {tok.convert_tokens_to_ids(t) for t in
+                                                         ("<|im_end|>", "<|endoftext|>")}  # fmt: skip
+
+
+def test_training_lowers_the_loss(nano_base: Path) -> None:
+    rows = [json.loads(x) for x in (nano_base / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in rows if "loss" in r)
+    assert any("heldout_loss" in r for r in rows)
+
+
+def _small_run(world: Path, out: Path, **loop: object) -> dict[str, object]:
+    cfg = PretrainConfig(
+        preset="nano", corpus=[world / "corpus_pre"], out=out, tag="t", resume=bool(loop.pop("resume", False))
+    )
+    return run_pretrain(cfg, {"eval_every": 0, **loop})
+
+
+def test_step_lines_plan_and_registry(
+    nano_world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    result = _small_run(nano_world, tmp_path / "run", max_steps=4, save_every=2)
+    steps = [m.groups() for m in map(STEP_LINE.search, caplog.messages) if m]
+    assert steps == [("1", "4"), ("2", "4"), ("3", "4"), ("4", "4")]
+    assert any(m.startswith("preset nano") and "Chinchilla-optimal" in m for m in caplog.messages)
+    assert any(m.startswith("dedup:") for m in caplog.messages)
+    assert result["step"] == 4 and math.isfinite(result["metrics"]["loss"])  # type: ignore[index]
+    (entry,) = list_checkpoints(Settings().resolved_database_url, "base")
+    assert (
+        entry.tag == "t" and entry.metrics["step"] == 4 and Path(entry.path) == (tmp_path / "run").resolve()
+    )
+
+
+def test_an_existing_run_needs_resume(nano_world: Path, tmp_path: Path) -> None:
+    _small_run(nano_world, tmp_path / "run", max_steps=2)
+    with pytest.raises(ValueError, match="--resume"):
+        _small_run(nano_world, tmp_path / "run", max_steps=2)
+    # resuming a finished run trains nothing; raising max_steps continues it
+    assert _small_run(nano_world, tmp_path / "run", max_steps=2, resume=True)["resumed_from"] == 2
+    result = _small_run(nano_world, tmp_path / "run", max_steps=4, resume=True)
+    assert result["step"] == 4 and result["resumed_from"] == 2
+
+
+def test_resume_matches_an_uninterrupted_run(nano_world: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    _small_run(nano_world, tmp_path / "straight", max_steps=6, save_every=3)
+    stopped = _small_run(nano_world, tmp_path / "sliced", max_steps=6, save_every=3, stop_at=3)
+    assert stopped["step"] == 3 and stopped["stopped_early"]
+    result = _small_run(nano_world, tmp_path / "sliced", max_steps=6, save_every=3, resume=True)
+    assert result["resumed_from"] == 3 and result["step"] == 6
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "sliced" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_step(nano_world: Path, tmp_path: Path, kc_home: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable, "-m", "trainer", "pretrain", "--preset", "nano",
+        "--corpus", str(nano_world / "corpus_pre"), "--out", str(out),
+        "--max-steps", "400", "--save-every", "20", "--eval-every", "0", "--threads", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "KC_HOME": str(kc_home)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "train_state.pt").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    import torch
+
+    killed_at = torch.load(out / "train_state.pt", weights_only=False)["step"]  # written atomically
+    assert 0 < killed_at < 400
+    done = subprocess.run([*cmd, "--resume", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["resumed_from"] >= killed_at and summary["step"] == 400
+    assert read_lineage(out)["metrics"]["step"] == 400
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == list(range(1, 401))  # no step logged twice, none missing
+
+
+@pytest.mark.slow
+def test_loss_falls_far_below_unigram_entropy(nano_world: Path, tmp_path: Path) -> None:
+    result = _small_run(nano_world, tmp_path / "long", max_steps=300, save_every=0, eval_every=300)
+    held = result["metrics"]["heldout_loss"]  # type: ignore[index]
+    assert held < 0.6 * float(result["unigram_entropy"])  # type: ignore[arg-type]

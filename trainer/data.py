@@ -1,0 +1,318 @@
+"""Pretraining data: read documents and chat rows, drop exact and near duplicates (with a report), hold
+out a split, tokenize and pack into fixed-length windows that batches are drawn from by step number.
+
+Documents are `.md` (front matter stripped: the body is the text), `.txt`, or `.jsonl` rows with a
+`text` field; chat rows are `.jsonl` rows with `messages`, rendered with the chat template. Near-duplicate
+removal (MinHash over word n-grams, verified by exact Jaccard) applies to documents only: chat rows of
+grounded QA share their passages on purpose and differ in the question, so they are only deduplicated
+exactly.
+
+Batches are a pure function of (seed, step, rank): a resumed run sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from trainer.tokenizer import render_chat
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".md", ".markdown", ".txt")
+JSONL_SUFFIXES = (".jsonl",)
+Kind = Literal["doc", "chat"]
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    text: str
+    kind: Kind
+
+
+def expand_paths(
+    paths: Sequence[Path], suffixes: tuple[str, ...] = TEXT_SUFFIXES + JSONL_SUFFIXES
+) -> list[Path]:
+    """Files under `paths` (folders walked recursively) with a known suffix, sorted; error when none."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.extend(f for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in suffixes)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"{p} does not exist")
+    if not files:
+        raise ValueError(f"no {'/'.join(suffixes)} files under {', '.join(map(str, paths))}")
+    return files
+
+
+def hash_files(files: Iterable[Path]) -> str:
+    """sha256 over the files' names and contents: the data manifest hash recorded in lineage.json."""
+    h = hashlib.sha256()
+    for f in sorted(Path(x) for x in files):
+        h.update(f.name.encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def strip_front_matter(text: str) -> str:
+    if text.startswith("---"):
+        parts = text.split("\n---", 1)
+        if len(parts) >= 2:
+            body = parts[1].split("\n", 1)
+            return body[1] if len(body) > 1 else ""
+    return text
+
+
+def read_records(files: Sequence[Path]) -> list[Record]:
+    """Documents and chat rows from files; a jsonl row with neither `messages` nor `text` is an error."""
+    records: list[Record] = []
+    for f in files:
+        if f.suffix.lower() in JSONL_SUFFIXES:
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
+                rid = f"{f.name}:{n}"
+                if isinstance(row, dict) and isinstance(row.get("messages"), list):
+                    records.append(Record(rid, render_chat(row["messages"]), "chat"))
+                elif isinstance(row, dict) and isinstance(row.get("text"), str):
+                    records.append(Record(rid, row["text"], "doc"))
+                else:
+                    raise ValueError(f"{f}:{n}: a row needs `messages` (chat) or `text` (document)")
+        else:
+            text = strip_front_matter(f.read_text(encoding="utf-8")).strip()
+            if text:
+                records.append(Record(f.name, text, "doc"))
+    return records
+
+
+# -- deduplication -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DedupReport:
+    input: int = 0
+    kept: int = 0
+    exact_dropped: int = 0
+    near_dropped: int = 0
+    near_threshold: float = 0.0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"dedup: {self.input} records -> {self.kept} kept; dropped {self.exact_dropped} exact and "
+            f"{self.near_dropped} near duplicates (Jaccard >= {self.near_threshold:g} on word n-grams)"
+        )
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+def shingles(text: str, n: int) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    if len(words) <= n:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def minhash(items: set[str], num_perm: int, seed: int = 0) -> np.ndarray:
+    base = np.array(
+        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in items],
+        dtype=np.uint64,
+    )
+    seeds = _splitmix64(np.arange(num_perm, dtype=np.uint64) + np.uint64(seed))
+    return _splitmix64(base[None, :] ^ seeds[:, None]).min(axis=1)
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def dedup(
+    records: Sequence[Record],
+    near_threshold: float = 0.8,
+    ngram: int = 5,
+    num_perm: int = 64,
+    bands: int = 16,
+) -> tuple[list[Record], DedupReport]:
+    """Keep the first of each group of exact duplicates (whitespace and case ignored) and of each group of
+    near-duplicate documents (Jaccard of word n-gram sets >= `near_threshold`; 1.0 or more disables it)."""
+    if num_perm % bands:
+        raise ValueError(f"num_perm {num_perm} must be a multiple of bands {bands}")
+    report = DedupReport(input=len(records), near_threshold=near_threshold)
+    seen: set[str] = set()
+    kept: list[Record] = []
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    kept_shingles: dict[int, set[str]] = {}
+    rows = num_perm // bands
+    for rec in records:
+        key = hashlib.sha256(_normalise(rec.text).encode()).hexdigest()
+        if key in seen:
+            report.exact_dropped += 1
+            continue
+        seen.add(key)
+        if rec.kind == "doc" and near_threshold < 1.0:
+            sh = shingles(rec.text, ngram)
+            sig = minhash(sh, num_perm)
+            keys = [sig[b * rows : (b + 1) * rows].tobytes() for b in range(bands)]
+            candidates = {j for b, k in enumerate(keys) for j in buckets[b].get(k, ())}
+            match = next(
+                (
+                    (j, s)
+                    for j in sorted(candidates)
+                    if (s := jaccard(sh, kept_shingles[j])) >= near_threshold
+                ),
+                None,
+            )
+            if match is not None:
+                report.near_dropped += 1
+                if len(report.examples) < 10:
+                    report.examples.append(
+                        {"dropped": rec.id, "kept": kept[match[0]].id, "jaccard": round(match[1], 3)}
+                    )
+                continue
+            idx = len(kept)
+            kept_shingles[idx] = sh
+            for b, k in enumerate(keys):
+                buckets[b].setdefault(k, []).append(idx)
+        kept.append(rec)
+    report.kept = len(kept)
+    return kept, report
+
+
+def split_heldout(records: Sequence[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """A deterministic split by a hash of each record's id and text: (train, heldout)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"heldout fraction must be in [0, 1), got {fraction}")
+    train: list[Record] = []
+    held: list[Record] = []
+    for r in records:
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{r.id}:{r.text}".encode()).digest()[:8], "little")
+        (held if h / 2**64 < fraction else train).append(r)
+    if fraction > 0 and not held and len(train) > 1:
+        held.append(train.pop())
+    return train, held
+
+
+# -- tokenization and packing ------------------------------------------------------------------------
+
+
+def tokenize(tokenizer: Any, records: Sequence[Record], batch: int = 512) -> list[list[int]]:
+    """Token ids of each record, followed by the end-of-document token."""
+    eos = tokenizer.eos_token_id
+    out: list[list[int]] = []
+    for i in range(0, len(records), batch):
+        enc = tokenizer([r.text for r in records[i : i + batch]], add_special_tokens=False)["input_ids"]
+        out.extend([*ids, eos] for ids in enc)
+    return out
+
+
+def unigram_entropy(seqs: Iterable[Sequence[int]]) -> float:
+    """Entropy of the token distribution, in nats: the loss of a model that ignores context."""
+    counts = Counter(t for s in seqs for t in s)
+    total = sum(counts.values())
+    if total == 0:
+        return 0.0
+    p = np.array(list(counts.values()), dtype=np.float64) / total
+    return float(-(p * np.log(p)).sum())
+
+
+def pack(seqs: Sequence[Sequence[int]], seq_len: int, pad_id: int, open_bins: int = 16) -> tuple[Any, Any]:
+    """First-fit packing of whole sequences into windows of `seq_len` (a sequence longer than a window is
+    cut into window-sized pieces), keeping a grounded QA row whole with its passages where it fits.
+
+    Returns (input_ids, labels), int64 arrays of shape [windows, seq_len]; padding is labelled -100.
+    """
+    pieces: list[Sequence[int]] = []
+    for s in seqs:
+        pieces.extend(s[i : i + seq_len] for i in range(0, len(s), seq_len))
+    bins: list[list[int]] = []
+    open_idx: list[int] = []  # the last few bins that still have room
+    for piece in pieces:
+        target = next((b for b in open_idx if len(bins[b]) + len(piece) <= seq_len), None)
+        if target is None:
+            bins.append([])
+            target = len(bins) - 1
+            open_idx.append(target)
+            if len(open_idx) > open_bins:
+                open_idx.pop(0)
+        bins[target].extend(piece)
+        if len(bins[target]) == seq_len:
+            open_idx.remove(target)
+    ids = np.full((len(bins), seq_len), pad_id, dtype=np.int64)
+    labels = np.full((len(bins), seq_len), -100, dtype=np.int64)
+    for i, b in enumerate(bins):
+        ids[i, : len(b)] = b
+        labels[i, : len(b)] = b
+    return ids, labels
+
+
+class Windows:
+    """Packed windows that batches are drawn from: epoch after epoch, each in its own seeded order."""
+
+    def __init__(self, input_ids: Any, labels: Any, seed: int = 0) -> None:
+        if len(input_ids) == 0:
+            raise ValueError("no training windows: the data is empty")
+        self.input_ids = input_ids
+        self.labels = labels
+        self.seed = seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def tokens(self) -> int:
+        return int((self.labels != -100).sum())
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self))
+        return self._perms[epoch]
+
+    def indices(self, start: int, count: int) -> np.ndarray:
+        """Window indices at global positions [start, start + count) of the endless shuffled stream."""
+        n = len(self)
+        return np.array([self._perm(k // n)[k % n] for k in range(start, start + count)], dtype=np.int64)
+
+    def batch(self, step: int, per_rank: int, rank: int = 0, world: int = 1) -> tuple[Any, Any]:
+        """The `per_rank` windows of `rank` at optimizer micro-step `step` (numpy input_ids, labels)."""
+        idx = self.indices((step * world + rank) * per_rank, per_rank)
+        return self.input_ids[idx], self.labels[idx]
+
+    def ordered_batches(self, size: int, limit: int | None = None) -> Iterable[tuple[Any, Any]]:
+        """Held-out evaluation: windows in order, at most `limit` batches."""
+        n_batches = math.ceil(len(self) / size)
+        for b in range(n_batches if limit is None else min(limit, n_batches)):
+            yield self.input_ids[b * size : (b + 1) * size], self.labels[b * size : (b + 1) * size]

@@ -1,0 +1,355 @@
+"""Supervised fine-tuning with TRL's SFTTrainer: loss on the assistant's tokens only, full or LoRA.
+
+    python -m trainer sft --from base/tiny-1a2b3c4d --data data/world/sft [--lora-r 8] [--epochs 2]
+
+`--from` is a checkpoint directory or a registered tag; any Hugging Face causal-LM directory works (e.g.
+SmolLM2-135M-Instruct from `python -m trainer import-gguf`). The loss covers the assistant's turns and
+their `<|im_end|>` (the chat template's `{% generation %}` span), never the system prompt, passages or
+question. With `--lora-r R` only LoRA adapters train; the adapter is kept in `adapter/` and merged into
+the saved weights, so the checkpoint loads like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
+from trainer.data import JSONL_SUFFIXES, expand_paths, hash_files
+from trainer.plan import PlanConfig, format_plan, make_plan
+
+logger = logging.getLogger(__name__)
+
+_GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class SFTRunConfig:
+    """What `python -m trainer sft` trains, on what, and how."""
+
+    from_: str = field(
+        default="",
+        metadata={
+            "flag": "from",
+            "required": True,
+            "metavar": "CKPT",
+            "help": "checkpoint to start from: a directory (any HF causal LM) or a registered tag",
+        },
+    )
+    data: list[Path] = field(
+        default_factory=list,
+        metadata={
+            "help": "chat .jsonl files or folders of them (rows with `messages`)",
+            "nargs": "+",
+            "required": True,
+            "type": Path,
+        },
+    )
+    out: Path | None = field(
+        default=None,
+        metadata={"help": "checkpoint directory (default: $KC_HOME/checkpoints/sft/<tag>)", "type": Path},
+    )
+    tag: str | None = field(
+        default=None, metadata={"help": "checkpoint tag (default: <parent tag>-sft[-lora<R>])", "type": str}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 fine-tunes every weight"})
+    lora_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA alpha (default: 2 x rank)", "type": int}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the data (1-3 is typical)"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many steps (-1: run the epochs)"})
+    lr: float = field(
+        default=1e-3, metadata={"help": "peak learning rate (cosine decay; LoRA on a real model: ~2e-4)"}
+    )
+    warmup: float = field(default=0.05, metadata={"help": "warmup: steps, or a fraction of all steps if < 1"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=16, metadata={"help": "rows per device and micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_length: int = field(default=1024, metadata={"help": "longer rows are truncated to this many tokens"})
+    eval_fraction: float = field(default=0.02, metadata={"help": "share of rows held out for the final loss"})
+    limit: int | None = field(default=None, metadata={"help": "use at most N rows (shuffled)", "type": int})
+    log_every: int = field(default=1, metadata={"help": "a log line every N steps"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop (and save) after this many minutes", "type": float}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of shuffling, split and LoRA initialisation"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads (default: all cores)", "type": int}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.from_:
+            raise ValueError("--from is required")
+        if not self.data:
+            raise ValueError("--data is required")
+        if self.lora_r < 0:
+            raise ValueError(f"--lora-r must be >= 0, got {self.lora_r}")
+        if not self.epochs > 0 and self.max_steps <= 0:
+            raise ValueError("--epochs must be positive (or give --max-steps)")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        for name in ("batch_size", "grad_accum", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def read_chat_rows(files: list[Path]) -> list[dict[str, Any]]:
+    """`{"messages": [...]}` rows; other fields are dropped. A row without an assistant turn is an error."""
+    rows = []
+    for f in files:
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
+            messages = row.get("messages") if isinstance(row, dict) else None
+            if not isinstance(messages, list) or not any(
+                isinstance(m, dict) and m.get("role") == "assistant" for m in messages
+            ):
+                raise ValueError(f"{f}:{n}: an SFT row needs `messages` with an assistant turn")
+            rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in messages]})
+    if not rows:
+        raise ValueError(f"no chat rows in {', '.join(map(str, files))}")
+    return rows
+
+
+def _log_callback(
+    peak_flops: float, flops_per_token: float, max_minutes: float | None, metrics_path: Path
+) -> Any:
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        """The trainer's fixed-format step line and metrics.jsonl, as pretraining writes them."""
+
+        def __init__(self) -> None:
+            self.start = self.last_t = time.perf_counter()
+            self.last_tokens = 0
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if max_minutes is not None and time.perf_counter() - self.start >= max_minutes * 60:
+                logger.warning(
+                    "stopping at step %d: --max-minutes %.3g reached", state.global_step, max_minutes
+                )
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.perf_counter()
+            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+            tok_s = (tokens - self.last_tokens) / max(now - self.last_t, 1e-9)
+            self.last_t, self.last_tokens = now, tokens
+            mfu = flops_per_token * tok_s / peak_flops
+            row = {
+                "step": state.global_step,
+                "loss": float(logs["loss"]),
+                "lr": float(logs.get("learning_rate", 0.0)),
+                "tokens_per_s": tok_s,
+                "mfu": mfu,
+                "grad_norm": float(logs.get("grad_norm", float("nan"))),
+                "tokens_seen": tokens,
+                "elapsed_s": now - self.start,
+            }
+            logger.info(
+                "step %d/%d | loss %.4f | lr %.2e | tok/s %s | mfu %.2f%% | gnorm %.2f",
+                row["step"],
+                state.max_steps,
+                row["loss"],
+                row["lr"],
+                f"{tok_s:,.0f}",
+                100 * mfu,
+                row["grad_norm"],
+            )
+            with metrics_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return StepLog()
+
+
+def _sft_plan(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: SFTRunConfig) -> dict[str, Any]:
+    """The memory and compute plan of this fine-tuning run: the model's shape, the tokens it will see."""
+    c = model.config
+    texts = tokenizer.apply_chat_template([r["messages"] for r in rows], tokenize=False)
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    epochs = cfg.epochs if cfg.max_steps <= 0 else cfg.max_steps * cfg.batch_size * cfg.grad_accum / len(rows)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return make_plan(
+        PlanConfig(
+            params=str(sum(p.numel() for p in model.parameters())),
+            tokens=str(max(1, round(tokens * epochs))),
+            context=cfg.max_length,
+            layers=c.num_hidden_layers,
+            hidden=c.hidden_size,
+            kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+            head_dim=head_dim,
+        )
+    )
+
+
+def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
+    """Fine-tune `cfg.from_` on the chat rows; returns a summary (out, tag, metrics)."""
+    parent = resolve_checkpoint(cfg.from_)
+    parent_lineage = read_lineage(parent)
+    files = expand_paths(cfg.data, JSONL_SUFFIXES)
+    data_sha256 = hash_files(files)
+    rows = read_chat_rows(files)
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer.loop import detect_peak_tflops, flops_per_token
+
+    threads = cfg.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    parent_tag = parent_lineage.get("tag") or parent.name
+    tag = cfg.tag or f"{parent_tag}-sft" + (f"-lora{cfg.lora_r}" if cfg.lora_r else "")
+    out = (cfg.out or default_out("sft", tag)).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(parent))
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{parent} has no chat template: SFT needs one to render `messages`")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
+
+    # Our template marks the assistant's text for TRL's assistant-only loss. Another model's template may
+    # not, and TRL patches only some: then each row becomes prompt + final assistant turn, with the loss
+    # on that completion (earlier assistant turns of a multi-turn row are context only).
+    assistant_masks = bool(_GENERATION_TAG.search(tokenizer.chat_template))
+    if not assistant_masks:
+        logger.info(
+            "the chat template has no %s markers: loss on each row's final answer", "{% generation %}"
+        )
+        if any(r["messages"][-1]["role"] != "assistant" for r in rows):
+            raise ValueError(
+                "without {% generation %} markers in the chat template, every row must end "
+                "with the assistant's answer"
+            )
+        train_rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+    else:
+        train_rows = rows
+    dataset = Dataset.from_list(train_rows).shuffle(seed=cfg.seed)
+    if cfg.limit is not None:
+        dataset = dataset.select(range(min(cfg.limit, len(dataset))))
+    eval_dataset = None
+    if cfg.eval_fraction > 0 and len(dataset) >= 20:
+        split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+
+    peft_config = None
+    if cfg.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(LORA_TARGETS),
+            task_type="CAUSAL_LM",
+        )
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=1.0,
+        logging_steps=cfg.log_every,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        max_length=cfg.max_length,
+        assistant_only_loss=assistant_masks,
+        completion_only_loss=not assistant_masks,
+        packing=False,
+        activation_checkpointing=False,
+        bf16=cuda,
+        use_cpu=not cuda,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+    )
+    device = torch.device("cuda" if cuda else "cpu")
+    peak = detect_peak_tflops(device, threads) * 1e12
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    callback = _log_callback(peak, flops_per_token(model, 256), cfg.max_minutes, metrics_path)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[callback],
+    )
+    # With tqdm off, transformers prints every log dict to stdout, which is for the result (--json).
+    trainer.remove_callback(PrinterCallback)
+    logger.info("%s", format_plan(_sft_plan(model, tokenizer, rows, cfg)))
+    logger.info(
+        "sft from %s: %d rows (%d held out), %s, %.3g epochs, lr %.2e",
+        parent,
+        len(dataset),
+        len(eval_dataset or []),
+        f"LoRA r={cfg.lora_r}" if cfg.lora_r else "full fine-tuning",
+        cfg.epochs,
+        cfg.lr,
+    )
+    started = time.perf_counter()
+    train_out = trainer.train()
+    metrics: dict[str, Any] = {
+        "train_loss": float(train_out.training_loss),
+        "steps": int(trainer.state.global_step),
+        "train_seconds": time.perf_counter() - started,
+        "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+    }
+    if eval_dataset is not None:
+        metrics["heldout_loss"] = float(trainer.evaluate()["eval_loss"])
+        logger.info("eval | heldout_loss %.4f (assistant tokens)", metrics["heldout_loss"])
+
+    if not trainer.is_world_process_zero():  # under torchrun, rank 0 writes the checkpoint
+        return {"out": str(out), "tag": tag, "parent": str(parent), "metrics": metrics}
+    with contextlib.suppress(OSError):
+        (out / "trainer").rmdir()  # TRL's output_dir: empty, since the checkpoint is written below
+    final: Any = trainer.model
+    if cfg.lora_r:
+        final.save_pretrained(str(out / "adapter"))  # the adapter alone, for vLLM's LoRA serving
+        final = final.merge_and_unload()
+    lineage = save_checkpoint(
+        final,
+        tokenizer,
+        out,
+        phase="sft",
+        tag=tag,
+        parent=parent,
+        data_sha256=data_sha256,
+        config=cfg,
+        metrics=metrics,
+        extra={"data": {"files": [str(f) for f in files], "rows": len(dataset)}, "parent_tag": parent_tag},
+    )
+    return {"out": str(out), "tag": tag, "parent": str(parent), "metrics": lineage["metrics"]}

@@ -1,0 +1,30 @@
+"""Engines run the model: `embedded` (transformers in this process) or `vllm` (OpenAI-compatible servers)."""
+
+from __future__ import annotations
+
+from core.engine import Engine
+from service.config import ServiceSettings
+from service.registry import ModelSpec
+
+
+def build_engine(settings: ServiceSettings, specs: list[ModelSpec]) -> Engine:
+    if settings.engine == "vllm":
+        from service.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            specs,
+            timeout_s=settings.vllm_timeout_s,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            queue_size=settings.queue_size,
+            max_batch=settings.max_batch_size,
+            retry_after_s=settings.retry_after_s,
+        )
+    from service.engines.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(
+        specs,
+        max_batch=settings.max_batch_size,
+        queue_size=settings.queue_size,
+        retry_after_s=settings.retry_after_s,
+        max_prompt_tokens=settings.max_prompt_tokens,
+    )

@@ -1,0 +1,1 @@
+"""One router per resource: chat, models, ask, tokenize, feedback, health."""

@@ -1,0 +1,38 @@
+"""`GET /healthz` (the process answers), `GET /readyz` (engine and index reachable), `GET /metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import EngineDep, MetricsDep, RetrieverDep
+from service.errors import EngineUnavailable
+from service.protocol import Health, Readiness
+from service.security import ApiKey
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", responses={503: {"description": "the engine or the index is unreachable"}})
+async def readyz(engine: EngineDep, retriever: RetrieverDep) -> Readiness:
+    details = await engine.ready()
+    try:
+        version = await asyncio.to_thread(lambda: retriever.version)
+    except Exception as e:  # any failure to read the index means not ready, with the reason
+        raise EngineUnavailable(
+            f"the index is unreachable: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+            code="index_unavailable",
+        ) from e
+    return Readiness(engine=details, index_version=version, queue_depth=engine.queue_depth())
+
+
+@router.get("/metrics", dependencies=[ApiKey], response_class=Response)
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

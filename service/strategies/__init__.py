@@ -1,0 +1,185 @@
+"""The four ways to answer a question about knowledge newer than the model, and the runner that drives them.
+
+    strategies = Strategies(StrategyContext(engine, retriever, documents, settings, "keepcurrent", None))
+    answer = await strategies.answer("rag", "Who leads Kelvor Dynamics?")
+
+The HTTP routes and the eval harness both go through `Strategies`, so what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from core.engine import Chunk, Generation, SamplingParams, find_card
+from core.prompts import ABSTAIN_ANSWER
+from service.errors import APIError, BadRequest
+from service.protocol import (
+    STRATEGIES,
+    Answer,
+    CompareResponse,
+    Latency,
+    StrategyError,
+    StrategyName,
+    Usage,
+)
+from service.strategies.base import Finished, Prepared, Strategy, StrategyContext
+from service.strategies.closed_book import ClosedBook
+from service.strategies.cpt import ContinuedPretraining
+from service.strategies.long_context import LongContext
+from service.strategies.rag import Rag
+
+__all__ = ["AnswerStream", "Prepared", "Strategies", "StrategyContext"]
+
+
+class AnswerStream:
+    """A started answer: iterate it for the text as it is generated, then read `answer`."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        prepared: Prepared,
+        generation: Generation | None,
+        checkpoint_id: str,
+        t0: float,
+    ) -> None:
+        self.strategy = strategy
+        self.prepared = prepared
+        self.generation = generation
+        self.checkpoint_id = checkpoint_id
+        self._t0 = t0
+        self._t_generate = time.perf_counter()
+        self._answer: Answer | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        p = self.prepared
+        if self.generation is None:
+            yield ABSTAIN_ANSWER
+            self._answer = self._build(ABSTAIN_ANSWER, Chunk("", "stop"), abstain_reason=p.abstain_reason)
+            return
+        parts: list[str] = []
+        last = Chunk("")
+        try:
+            async for chunk in self.generation:
+                if chunk.text:
+                    parts.append(chunk.text)
+                    yield chunk.text
+                last = chunk
+        finally:
+            await self.generation.aclose()
+        self._answer = self._build("".join(parts), last)
+
+    def _build(self, text: str, last: Chunk, abstain_reason: str | None = None) -> Answer:
+        p = self.prepared
+        now = time.perf_counter()
+        generate_ms = (now - self._t_generate) * 1000 if self.generation is not None else 0.0
+        if abstain_reason is None:
+            done = self.strategy.finish(p, text)
+        else:
+            done = Finished(ABSTAIN_ANSWER, [], True, abstain_reason)
+        return Answer(
+            text=done.text,
+            strategy=p.strategy,
+            model=p.model,
+            checkpoint_id=self.checkpoint_id,
+            abstained=done.abstained,
+            abstain_reason=done.abstain_reason,
+            citations=done.citations,
+            sources=p.sources,
+            usage=Usage(
+                prompt_tokens=last.prompt_tokens,
+                completion_tokens=last.completion_tokens,
+                total_tokens=last.prompt_tokens + last.completion_tokens,
+            ),
+            latency=Latency(
+                retrieve_ms=round(p.retrieve_ms, 3),
+                generate_ms=round(generate_ms, 3),
+                total_ms=round((now - self._t0) * 1000, 3),
+            ),
+            index_version=p.index_version,
+            coverage=p.coverage,
+            finish_reason="length" if last.finish_reason == "length" else "stop",
+            model_text=done.model_text,
+        )
+
+    async def aclose(self) -> None:
+        """Cancel the generation if nobody reads it to the end (e.g. the client went away)."""
+        if self.generation is not None:
+            await self.generation.aclose()
+
+    @property
+    def answer(self) -> Answer:
+        if self._answer is None:
+            raise RuntimeError("the answer is not finished: iterate the stream first")
+        return self._answer
+
+
+class Strategies:
+    def __init__(self, ctx: StrategyContext) -> None:
+        self.ctx = ctx
+        self.by_name: dict[StrategyName, Strategy] = {
+            s.name: s for s in (ClosedBook(ctx), Rag(ctx), LongContext(ctx), ContinuedPretraining(ctx))
+        }
+
+    def get(self, name: str) -> Strategy:
+        if name not in self.by_name:
+            raise BadRequest(
+                f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}", param="strategy"
+            )
+        return self.by_name[name]
+
+    async def start(
+        self,
+        name: StrategyName,
+        question: str,
+        *,
+        max_tokens: int,
+        model: str | None = None,
+        k: int | None = None,
+        params: SamplingParams | None = None,
+        history: list[dict[str, str]] | None = None,
+    ) -> AnswerStream:
+        """Prepare the prompt and queue the generation; refusals (bad model, full queue) raise here.
+
+        `history` (earlier chat turns) goes between the strategy's system prompt and its question."""
+        t0 = time.perf_counter()
+        strategy = self.get(name)
+        prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
+        if history:
+            prepared.messages = [prepared.messages[0], *history, *prepared.messages[1:]]
+        card = find_card(self.ctx.engine.models(), prepared.model)
+        generation = None
+        if prepared.abstain_reason is None:
+            params = params or SamplingParams(max_tokens=max_tokens)
+            generation = await self.ctx.engine.submit(prepared.model, prepared.messages, params)
+        return AnswerStream(strategy, prepared, generation, card.checkpoint_id, t0)
+
+    async def answer(
+        self,
+        name: StrategyName,
+        question: str,
+        *,
+        max_tokens: int,
+        model: str | None = None,
+        k: int | None = None,
+    ) -> Answer:
+        stream = await self.start(name, question, max_tokens=max_tokens, model=model, k=k)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()
+        return stream.answer
+
+    async def compare(self, question: str, *, max_tokens: int, k: int | None = None) -> CompareResponse:
+        """Every strategy on the same question, side by side (one failing does not fail the others)."""
+
+        async def one(name: StrategyName) -> Answer | StrategyError:
+            try:
+                return await self.answer(name, question, max_tokens=max_tokens, k=k)
+            except APIError as e:
+                return StrategyError(error=e.body()["error"])
+
+        results = await asyncio.gather(*(one(name) for name in STRATEGIES))
+        return CompareResponse(question=question, answers=dict(zip(STRATEGIES, results, strict=True)))

@@ -1,0 +1,212 @@
+"""The four strategies and compare, through `/ask`, on the nano model and a four-document index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from gateway_support import DOCS, make_app
+
+from core.prompts import ABSTAIN_ANSWER, grounded_messages
+from service.config import ServiceSettings
+from service.protocol import Citation
+from service.strategies import Prepared, StrategyContext
+from service.strategies.rag import Rag, support
+
+SOURCES = {source for _, _, source, _ in DOCS.values()}
+QUESTION = "Who became the chief executive of Kelvor Dynamics?"
+
+
+def ask(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = client.post("/ask", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_closed_book(client: TestClient) -> None:
+    a = ask(client, question=QUESTION, strategy="closed_book", max_tokens=8)
+    assert a["strategy"] == "closed_book" and a["model"] == "keepcurrent"
+    assert a["checkpoint_id"] == "sft/nano-service"
+    assert a["sources"] == [] and a["citations"] == [] and a["index_version"] is None
+    assert 0 < a["usage"]["completion_tokens"] <= 8 and a["usage"]["prompt_tokens"] > 10
+    assert a["latency"]["retrieve_ms"] == 0 and a["latency"]["generate_ms"] > 0
+    assert a["latency"]["total_ms"] >= a["latency"]["generate_ms"]
+
+
+def test_rag_retrieves_numbered_passages_and_checks_support(client: TestClient) -> None:
+    a = ask(client, question=QUESTION, strategy="rag", max_tokens=8)
+    assert a["index_version"] >= 1 and a["latency"]["retrieve_ms"] > 0
+    assert [s["n"] for s in a["sources"]] == list(range(1, len(a["sources"]) + 1))
+    assert a["sources"][0]["source"] == "post-0007"  # the passage that answers it ranks first
+    assert {s["source"] for s in a["sources"]} <= SOURCES
+    assert all(s["doc_id"] and s["chunk_id"] and s["title"] and s["date"] for s in a["sources"])
+    # An untrained model writes noise: the support check turns it into an abstention, keeping the text.
+    if a["abstained"]:
+        assert a["text"] == ABSTAIN_ANSWER and a["citations"] == []
+        assert "KC_RAG_MIN_SUPPORT" in a["abstain_reason"] and a["model_text"] is not None
+        assert a["usage"]["completion_tokens"] > 0
+    else:
+        assert {c["n"] for c in a["citations"]} <= {s["n"] for s in a["sources"]}
+
+
+def test_rag_abstains_without_generating_when_nothing_relevant(client: TestClient) -> None:
+    a = ask(client, question="In which city was Krorn Sasben born?", strategy="rag")
+    assert a["abstained"] and a["text"] == ABSTAIN_ANSWER
+    assert "krorn" in a["abstain_reason"] and "sasben" in a["abstain_reason"]
+    assert a["usage"]["completion_tokens"] == 0 and a["latency"]["generate_ms"] == 0
+
+
+def test_rag_on_an_empty_index_abstains(service_settings: ServiceSettings, embedder: Any) -> None:
+    with TestClient(make_app(service_settings, embedder)) as client:
+        a = ask(client, question=QUESTION, strategy="rag")
+    assert a["abstained"] and "index is empty" in a["abstain_reason"] and a["index_version"] == 0
+
+
+def _rag(settings: ServiceSettings) -> tuple[Rag, Prepared]:
+    ctx = StrategyContext(None, None, None, settings, "keepcurrent", None)  # type: ignore[arg-type]
+    passages = [
+        ("post-0002", "On January 4, 2025, the Dapaik Fair took place in Korme."),
+        ("post-0007", "On March 14, 2025, Orvan Teel became the chief executive of Kelvor Dynamics."),
+    ]
+    sources = [
+        Citation(n=n, doc_id=f"d{n}", source=src, title=src, date=dt.date(2025, 1, n), chunk_id=n, text=text)
+        for n, (src, text) in enumerate(passages, start=1)
+    ]
+    prepared = Prepared("rag", QUESTION, "keepcurrent", [], 8, sources=sources)
+    return Rag(ctx), prepared
+
+
+def test_rag_citations_map_to_documents(service_settings: ServiceSettings) -> None:
+    rag, prepared = _rag(service_settings)
+    done = rag.finish(prepared, "Orvan Teel [2]")
+    assert not done.abstained and done.text == "Orvan Teel [2]"
+    assert [(c.n, c.source, c.doc_id) for c in done.citations] == [(2, "post-0007", "d2")]
+    # No citation, or one out of range: the passage that supports the answer becomes its citation.
+    for text in ("Orvan Teel", "Orvan Teel [7]"):
+        assert [c.n for c in rag.finish(prepared, text).citations] == [2]
+
+
+def test_rag_support_check_replaces_unsupported_answers(service_settings: ServiceSettings) -> None:
+    rag, prepared = _rag(service_settings)
+    for text in ("Bob Smith [2]", "Orvan Teel [1]", "[2]", ""):
+        done = rag.finish(prepared, text)
+        assert done.abstained and done.text == ABSTAIN_ANSWER and done.citations == []
+        assert done.model_text == text.strip()
+    said = rag.finish(prepared, "The documents do not say.")
+    assert said.abstained and said.model_text is None and "model said" in (said.abstain_reason or "")
+    assert support("Korme [1]", "took place in Korme.") == 1.0
+    assert support("the", "anything") == 0.0  # only stopwords: nothing to support
+
+
+def test_rag_gate(service_settings: ServiceSettings) -> None:
+    rag, prepared = _rag(service_settings)
+    hits = [
+        type("Hit", (), {"title": s.title, "text": s.text, "chunk_id": s.chunk_id})()
+        for s in prepared.sources
+    ]
+    assert rag.gate(QUESTION, hits, {1: 0.2, 2: 0.7}, 1) is None  # type: ignore[arg-type]
+    assert "sasben" in (rag.gate("Where was Krorn Sasben born?", hits, {1: 0.9}, 1) or "")  # type: ignore[arg-type]
+    low = rag.gate("what happened to the weather", hits, {1: 0.1, 2: 0.1}, 1)  # type: ignore[arg-type]
+    assert low is not None and "KC_RAG_MIN_SCORE" in low
+    assert "empty" in (rag.gate(QUESTION, [], {}, 0) or "")
+
+
+def test_long_context_packs_newest_first_and_reports_coverage(client: TestClient) -> None:
+    a = ask(client, question=QUESTION, strategy="long_context", max_tokens=4)
+    cov = a["coverage"]
+    assert cov["documents_total"] == 4 and cov["documents_packed"] == 4 and cov["fraction"] == 1.0
+    assert not cov["truncated_document"] and cov["oldest_packed"] == "2025-01-04"
+    dates = [s["date"] for s in a["sources"]]
+    assert dates == sorted(dates, reverse=True) and len(dates) == 4
+    assert all(s["chunk_id"] is None for s in a["sources"])
+    assert a["usage"]["prompt_tokens"] > sum(len(body) for *_, body in DOCS.values()) // 8
+
+
+def test_long_context_cuts_what_does_not_fit(client: TestClient) -> None:
+    window = client.get("/v1/models").json()["data"][0]["max_model_len"]
+    base = client.post("/tokenize", json={"messages": grounded_messages(QUESTION, [])}).json()["count"]
+    # Leave room for about two documents.
+    a = ask(client, question=QUESTION, strategy="long_context", max_tokens=window - base - 70)
+    cov = a["coverage"]
+    assert 0 < cov["documents_packed"] < 4 and cov["fraction"] == cov["documents_packed"] / 4
+    assert a["sources"][0]["source"] == "post-0011"  # the newest
+    assert a["usage"]["prompt_tokens"] + a["usage"]["completion_tokens"] <= window
+
+
+def test_cpt_without_a_checkpoint_is_a_clear_error(client: TestClient) -> None:
+    response = client.post("/ask", json={"question": QUESTION, "strategy": "cpt"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "no_cpt_checkpoint" and "no CPT checkpoint configured" in error["message"]
+
+
+def test_cpt_answers_with_the_cpt_checkpoint(indexed: ServiceSettings, nano_cpt: Path, embedder: Any) -> None:
+    settings = indexed.model_copy(update={"cpt_model": nano_cpt})
+    with TestClient(make_app(settings, embedder)) as client:
+        a = ask(client, question=QUESTION, strategy="cpt", max_tokens=4)
+        assert a["model"] == "keepcurrent-cpt" and a["checkpoint_id"] == "cpt/nano-cpt"
+        ids = {m["id"]: m["keepcurrent"]["role"] for m in client.get("/v1/models").json()["data"]}
+        assert ids == {"keepcurrent": "chat", "keepcurrent-cpt": "cpt"}
+        # rag on the CPT model: `model` picks the model, the strategy the prompt.
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": "keepcurrent-cpt", "messages": [{"role": "user", "content": QUESTION}],
+                  "strategy": "rag", "max_tokens": 4},
+        )  # fmt: skip
+        assert chat.status_code == 200 and chat.json()["model"] == "keepcurrent-cpt"
+
+
+def test_compare_answers_with_every_strategy(client: TestClient) -> None:
+    r = ask(client, question=QUESTION, strategy="compare", max_tokens=4)
+    answers = r["answers"]
+    assert set(answers) == {"closed_book", "rag", "long_context", "cpt"}
+    for name in ("closed_book", "rag", "long_context"):
+        assert answers[name]["strategy"] == name and "usage" in answers[name]
+    assert answers["cpt"]["error"]["code"] == "no_cpt_checkpoint"
+
+
+def test_ask_stream_sends_sources_first_then_tokens_then_the_answer(client: TestClient) -> None:
+    with client.stream("POST", "/ask", json={"question": QUESTION, "strategy": "rag", "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = parse_events(r.iter_lines())
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and names[-1] == "answer" and set(names[1:-1]) <= {"token"}
+    sources = events[0][1]
+    assert sources["sources"][0]["source"] == "post-0007" and sources["index_version"] >= 1
+    final = events[-1][1]
+    assert final["usage"]["completion_tokens"] > 0 and final["latency"]["retrieve_ms"] > 0
+    if not final["abstained"]:
+        assert final["text"] == "".join(data["text"] for name, data in events if name == "token").strip()
+
+
+def test_compare_does_not_stream(client: TestClient) -> None:
+    r = client.post("/ask", json={"question": QUESTION, "strategy": "compare", "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+
+
+def parse_events(lines: Any) -> list[tuple[str, Any]]:
+    events, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+@pytest.mark.parametrize("strategy", ["closed_book", "rag", "long_context"])
+def test_chat_completions_through_a_strategy(client: TestClient, strategy: str) -> None:
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "keepcurrent", "max_tokens": 4, "strategy": strategy,
+              "messages": [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "ok"},
+                           {"role": "user", "content": QUESTION}]},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    meta = r.json()["keepcurrent"]
+    assert meta["strategy"] == strategy and meta["checkpoint_id"] == "sft/nano-service"
+    assert (meta["index_version"] is None) == (strategy == "closed_book")

@@ -122,17 +122,3 @@ async def complete(engine: Engine, model: str, messages: list[Message], params: 
     return Completion(
         "".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
     )
-
-
-def find_card(cards: list[ModelCard], name: str) -> ModelCard:
-    from service.errors import NotFound
-
-    for card in cards:
-        if card.name == name:
-            return card
-    names = ", ".join(c.name for c in cards) or "none"
-    raise NotFound(
-        f"model {name!r} does not exist: this gateway serves {names} (GET /v1/models)",
-        code="model_not_found",
-        param="model",
-    )

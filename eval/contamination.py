@@ -20,6 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from core.jsonl import iter_jsonl
+
 logger = logging.getLogger(__name__)
 
 CORPUS_SUFFIXES = (".jsonl", ".json", ".md", ".markdown", ".txt")
@@ -89,13 +91,7 @@ def load_questions(paths: list[Path]) -> list[dict[str, object]]:
     files, _ = _expand(paths, (".jsonl",), "--questions")
     rows: list[dict[str, object]] = []
     for f in files:
-        for lineno, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{f}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, row in iter_jsonl(f):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                 raise ValueError(f"{f}:{lineno}: a question row needs a string 'question' field")
             rows.append(row)

@@ -13,7 +13,6 @@ Batches are a pure function of (seed, step, rank): a resumed run sees exactly th
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.jsonl import iter_jsonl
 from trainer.tokenizer import render_chat
 
 logger = logging.getLogger(__name__)
@@ -82,13 +82,7 @@ def read_records(files: Sequence[Path]) -> list[Record]:
     records: list[Record] = []
     for f in files:
         if f.suffix.lower() in JSONL_SUFFIXES:
-            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
+            for n, row in iter_jsonl(f):
                 rid = f"{f.name}:{n}"
                 if isinstance(row, dict) and isinstance(row.get("messages"), list):
                     records.append(Record(rid, render_chat(row["messages"]), "chat"))

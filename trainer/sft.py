@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.jsonl import iter_jsonl
 from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
 from trainer.data import JSONL_SUFFIXES, expand_paths, hash_files
 from trainer.plan import PlanConfig, format_plan, make_plan
@@ -106,13 +107,7 @@ def read_chat_rows(files: list[Path]) -> list[dict[str, Any]]:
     """`{"messages": [...]}` rows; other fields are dropped. A row without an assistant turn is an error."""
     rows = []
     for f in files:
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{f}:{n}: not JSON ({e.msg})") from None
+        for n, row in iter_jsonl(f):
             messages = row.get("messages") if isinstance(row, dict) else None
             if not isinstance(messages, list) or not any(
                 isinstance(m, dict) and m.get("role") == "assistant" for m in messages

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from core.engine import Engine
+from core.engine import Engine, ModelCard
 from service.config import ServiceSettings
+from service.errors import NotFound
 from service.registry import ModelSpec
 
 
@@ -27,4 +28,16 @@ def build_engine(settings: ServiceSettings, specs: list[ModelSpec]) -> Engine:
         queue_size=settings.queue_size,
         retry_after_s=settings.retry_after_s,
         max_prompt_tokens=settings.max_prompt_tokens,
+    )
+
+
+def find_card(cards: list[ModelCard], name: str) -> ModelCard:
+    for card in cards:
+        if card.name == name:
+            return card
+    names = ", ".join(c.name for c in cards) or "none"
+    raise NotFound(
+        f"model {name!r} does not exist: this gateway serves {names} (GET /v1/models)",
+        code="model_not_found",
+        param="model",
     )

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.engine import Chunk, FinishReason, ModelCard, SamplingParams, find_card
+from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
+from service.engines import find_card
 from service.errors import APIError, BadRequest, EngineUnavailable, Overloaded
 from service.registry import ModelSpec
 

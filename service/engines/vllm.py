@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from core.engine import Chunk, FinishReason, ModelCard, SamplingParams, find_card
+from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
+from service.engines import find_card
 from service.errors import APIError, BadRequest, EngineTimeout, EngineUnavailable, NotFound, Overloaded
 from service.registry import ModelSpec, lineage_of
 

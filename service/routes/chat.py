@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from core.engine import Chunk, Generation, SamplingParams, find_card
+from core.engine import Chunk, Generation, SamplingParams
 from core.prompts import Message
 from service.deps import EngineDep, MetricsDep, SettingsDep, StrategiesDep
+from service.engines import find_card
 from service.errors import APIError, BadRequest
 from service.metrics import Metrics
 from service.protocol import (

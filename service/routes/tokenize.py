@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from core.engine import find_card
 from service.deps import EngineDep, SettingsDep
+from service.engines import find_card
 from service.errors import BadRequest
 from service.protocol import TokenizeRequest, TokenizeResponse
 from service.security import ApiKey, check_messages

@@ -12,8 +12,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from core.engine import Chunk, Generation, SamplingParams, find_card
+from core.engine import Chunk, Generation, SamplingParams
 from core.prompts import ABSTAIN_ANSWER
+from service.engines import find_card
 from service.errors import APIError, BadRequest
 from service.protocol import (
     STRATEGIES,

@@ -12,9 +12,9 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-from core.engine import find_card
 from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages
 from service.documents import Document
+from service.engines import find_card
 from service.errors import BadRequest
 from service.protocol import Citation, Coverage, StrategyName
 from service.strategies.base import Finished, Prepared, StrategyContext, is_abstention

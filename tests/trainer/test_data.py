@@ -39,7 +39,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"x\.jsonl:1"):
         read_records([bad])
     bad.write_text("not json\n")
-    with pytest.raises(ValueError, match="not JSON"):
+    with pytest.raises(ValueError, match="not valid JSON"):
         read_records([bad])
 
 

@@ -11,7 +11,6 @@ failed (contamination found), 2 bad arguments or unreadable input.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.configs import add_config_args, config_from_args
 from core.logging import setup_logging
 from eval.contamination import check_contamination, format_report
 from eval.world import WorldConfig, generate_world, manifest_summary, write_world
@@ -27,21 +27,6 @@ from eval.world import WorldConfig, generate_world, manifest_summary, write_worl
 logger = logging.getLogger("eval")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def add_config_args(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One `--flag` per field of a config dataclass, with the field's help text, default and choices."""
-    for f in dataclasses.fields(config_cls):
-        meta = f.metadata
-        kwargs: dict[str, Any] = {"help": meta.get("help", ""), "default": f.default, "dest": f.name}
-        if "choices" in meta:
-            kwargs["choices"] = meta["choices"]
-        kwargs["type"] = meta.get("type", type(f.default) if f.default is not None else str)
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
 
 
 # -- world -------------------------------------------------------------------------------------------

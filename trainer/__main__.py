@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from core.configs import add_config_args, config_from_args, to_jsonable
 from core.logging import setup_logging
 from core.registry import PHASES, latest, list_checkpoints, register_checkpoint
 from core.settings import Settings
-from trainer.configs import add_config_args, config_from_args, to_jsonable
 from trainer.evaluate import EvalConfig
 from trainer.loop import LoopConfig
 from trainer.plan import PlanConfig, format_plan, make_plan

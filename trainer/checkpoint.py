@@ -18,9 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.configs import to_jsonable
 from core.registry import find_checkpoint, register_checkpoint
 from core.settings import Settings
-from trainer.configs import to_jsonable
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.configs import to_jsonable
 from trainer.checkpoint import default_out, save_checkpoint
-from trainer.configs import to_jsonable
 from trainer.data import (
     JSONL_SUFFIXES,
     Record,

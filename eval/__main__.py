@@ -2,6 +2,9 @@
 
     python -m eval world --seed 0 --size tiny --out data/world [--paraphrases K] [--json]
     python -m eval contamination --questions data/world/questions --corpus data/world/sft [--n 13] [--json]
+    python -m eval run --questions data/world/questions [--strategies closed_book,rag,naive_rag,...]
+        [--gateway URL | --model DIR_OR_TAG] [--concurrency N] [--limit N] [--run-id ID] [--resume] [--json]
+    python -m eval compare RUN_A RUN_B [--json]
 
 Each subcommand is an `add_<name>_parser(subparsers)` and a `cmd_<name>(args) -> exit code`; a new one is
 added by writing both and listing the first in `make_parser()`. Exit codes: 0 success, 1 the check
@@ -11,6 +14,7 @@ failed (contamination found), 2 bad arguments or unreadable input.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -20,6 +24,7 @@ from typing import Any
 
 from core.configs import add_config_args, config_from_args
 from core.logging import setup_logging
+from eval.config import RunConfig
 from eval.contamination import check_contamination, format_report
 from eval.world import WorldConfig, generate_world, manifest_summary, write_world
 
@@ -120,6 +125,75 @@ def cmd_contamination(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.contaminated else EXIT_OK
 
 
+# -- run ---------------------------------------------------------------------------------------------
+
+
+def add_run_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="ask the questions with every strategy and write the side-by-side report",
+        description="Ask every question with every strategy (in-process, or a gateway over HTTP), score "
+        "the answers and write $KC_HOME/reports/<run-id>/{report.md, report.html, results.jsonl, "
+        "summary.json}. Settings (model, index, engine) come from KC_* variables, as for the gateway.",
+    )
+    add_config_args(p, RunConfig)
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eval.report import cost_table, markdown_table
+    from eval.runner import default_run_id, run_eval
+
+    config = config_from_args(RunConfig, args)
+    config.validate()
+    config.run_id = config.run_id or default_run_id()
+    try:
+        run_dir, summary = asyncio.run(run_eval(config))
+    except KeyboardInterrupt:
+        print(
+            f"python -m eval run: interrupted; the finished answers are kept: continue with "
+            f"--run-id {config.run_id} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return EXIT_OK
+    print(markdown_table(summary["strategies"]))
+    if summary["costs"]:
+        print()
+        print(cost_table(summary["strategies"], summary["costs"]))
+    for name, why in summary["skipped"].items():
+        print(f"skipped {name}: {why}")
+    print(f"\nreport: {run_dir / 'report.html'}")
+    return EXIT_OK
+
+
+# -- compare -----------------------------------------------------------------------------------------
+
+
+def add_compare_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="what changed between two eval runs",
+        description="Per strategy and metric: A, B, the delta and whether the 95% CIs overlap; then the "
+        "questions that flipped between right and wrong.",
+    )
+    p.add_argument("run_a", help="run id (under $KC_HOME/reports) or report folder")
+    p.add_argument("run_b", help="run id (under $KC_HOME/reports) or report folder")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from eval.compare import compare_runs, format_comparison, resolve_run
+
+    result = compare_runs(resolve_run(args.run_a), resolve_run(args.run_b))
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------------
 
 
@@ -129,6 +203,8 @@ def make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_world_parser(subparsers)
     add_contamination_parser(subparsers)
+    add_run_parser(subparsers)
+    add_compare_parser(subparsers)
     return parser
 
 

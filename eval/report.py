@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from eval.metrics import bootstrap_ci, mean, percentile
 
 CATEGORY_ORDER = ("retained", "new", "updated", "unanswerable", "multi_hop")
+STRATEGY_ORDER = ("closed_book", "rag", "naive_rag", "long_context", "cpt")
 
 # Context, not a comparison: another model, another dataset (Ovadia et al. 2024, "Fine-Tuning or
 # Retrieval? Comparing Knowledge Injection in LLMs", Mistral-7B on current-events questions).
@@ -39,6 +40,9 @@ class ResultRow(BaseModel):
     category: str
     question: str
     strategy: str
+    variant: str | None = Field(
+        None, description="a variant of the strategy (long_context sweep: n=8,pos=0.5)"
+    )
     answer: str
     correct: bool
     exact_match: bool
@@ -51,10 +55,15 @@ class ResultRow(BaseModel):
     coverage: float | None = Field(None, description="long_context: share of the corpus in the window")
     docs_in_window: int | None = None
     answer_position: float | None = Field(None, description="long_context: 0 = start of window, 1 = end")
+    answer_in_window: bool | None = Field(None, description="long_context: a supporting document was packed")
+    retrieved: list[str] = Field(default_factory=list, description="sources of the passages in the prompt")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retrieve_ms: float = 0.0
     generate_ms: float = 0.0
+    checkpoint_id: str | None = None
+    abstain_reason: str | None = None
+    model_text: str | None = Field(None, description="the model's text when the gateway replaced it")
     error: str | None = None
 
     @property
@@ -73,13 +82,17 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
     `updated`, abstention accuracy on `unanswerable`, retrieval recall, coverage, latency, tokens."""
     by_strategy: dict[str, list[ResultRow]] = {}
     for row in rows:
-        by_strategy.setdefault(row.strategy, []).append(row)
+        if row.variant is None:  # variants (the long_context sweep) have their own table
+            by_strategy.setdefault(row.strategy, []).append(row)
     out: dict[str, Any] = {}
-    for strategy, srows in by_strategy.items():
+    for strategy in sorted(by_strategy, key=_strategy_rank):
+        srows = by_strategy[strategy]
         cats = {c: [r for r in srows if r.category == c] for c in CATEGORY_ORDER}
         totals = [r.total_ms for r in srows]
         recalls = [r.recall_at_k for r in srows if r.recall_at_k is not None]
         coverages = [r.coverage for r in srows if r.coverage is not None]
+        windows = [r.docs_in_window for r in srows if r.docs_in_window is not None]
+        in_window = [r.answer_in_window for r in srows if r.answer_in_window is not None]
         out[strategy] = {
             "questions": len(srows),
             "errors": sum(r.error is not None for r in srows),
@@ -94,11 +107,17 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
             ],
             "recall_at_k": round(mean(recalls), 4) if recalls else None,
             "coverage": round(mean(coverages), 4) if coverages else None,
+            "docs_in_window": round(mean(windows), 2) if windows else None,
+            "answer_in_window": round(mean([float(x) for x in in_window]), 4) if in_window else None,
             "latency_ms": {"p50": round(percentile(totals, 50), 1), "p95": round(percentile(totals, 95), 1)},
             "prompt_tokens": round(mean([r.prompt_tokens for r in srows]), 1),
             "completion_tokens": round(mean([r.completion_tokens for r in srows]), 1),
         }
     return out
+
+
+def _strategy_rank(name: str) -> tuple[int, str]:
+    return (STRATEGY_ORDER.index(name) if name in STRATEGY_ORDER else len(STRATEGY_ORDER), name)
 
 
 def _fmt_rate(rate: dict[str, Any] | None) -> str:
@@ -108,21 +127,86 @@ def _fmt_rate(rate: dict[str, Any] | None) -> str:
     return f"{rate['value']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     cats = [c for c in CATEGORY_ORDER if any(c in s["by_category"] for s in summary.values())]
-    head = ["strategy", "accuracy [95% CI]", *cats, "stale", "recall@k", "p50 ms", "prompt tok"]
+    head = ["strategy", "accuracy [95% CI]", "EM", "F1", *cats, "stale", "abstain", "recall@k", "coverage",
+            "p50 ms", "p95 ms", "prompt tok", "completion tok"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summary.items():
         cells = [
             name,
             _fmt_rate(s["accuracy"]),
+            _num(s.get("exact_match")),
+            _num(s.get("f1")),
             *(f"{s['by_category'][c]['value']:.2f}" if c in s["by_category"] else "–" for c in cats),
             f"{s['stale_rate_updated']['value']:.2f}" if s["stale_rate_updated"] else "–",
-            f"{s['recall_at_k']:.2f}" if s["recall_at_k"] is not None else "–",
+            f"{s['abstention_accuracy']['value']:.2f}" if s.get("abstention_accuracy") else "–",
+            _num(s["recall_at_k"]),
+            _num(s.get("coverage")),
             f"{s['latency_ms']['p50']:.0f}",
+            f"{s['latency_ms']['p95']:.0f}",
             f"{s['prompt_tokens']:.0f}",
+            f"{s['completion_tokens']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(summary: dict[str, Any], costs: dict[str, dict[str, Any]]) -> str:
+    """Accuracy beside what it cost: once, to absorb the new documents, and per question, in prompt."""
+    head = [
+        "strategy",
+        "accuracy",
+        "absorb once (s)",
+        "how",
+        "prompt tok / question",
+        "forgetting (retained)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in costs.items():
+        seconds = c.get("absorb_seconds")
+        cells = [
+            name,
+            f"{summary[name]['accuracy']['value']:.2f}",
+            "not recorded" if seconds is None else f"{seconds:.1f}",
+            c.get("how", ""),
+            f"{c['prompt_tokens']:.0f}",
+            _num(c.get("forgetting_retained"), "+.2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_summary(rows: Iterable[ResultRow]) -> dict[str, dict[str, dict[str, Any]]]:
+    """long_context sweep rows (variant "n=8,pos=0.5") -> {n: {pos: accuracy with CI}}, plus where the
+    answer actually was (the window may hold fewer documents than asked)."""
+    groups: dict[tuple[int, float], list[ResultRow]] = {}
+    for r in rows:
+        if r.strategy == "long_context" and r.variant and r.variant.startswith("n="):
+            n_part, pos_part = (part.split("=")[1] for part in r.variant.split(","))
+            groups.setdefault((int(n_part), float(pos_part)), []).append(r)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (n, pos), rs in sorted(groups.items()):
+        cell = _rate(rs, "correct")
+        cell["docs_in_window"] = round(mean([float(r.docs_in_window or 0) for r in rs]), 2)
+        cell["answer_in_window"] = round(mean([float(bool(r.answer_in_window)) for r in rs]), 4)
+        out.setdefault(str(n), {})[f"{pos:g}"] = cell
+    return out
+
+
+def sweep_table(sweep: dict[str, dict[str, dict[str, Any]]]) -> str:
+    positions = sorted({p for cells in sweep.values() for p in cells}, key=float)
+    head = ["documents asked", *(f"answer at {p}" for p in positions), "docs in window (mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n, cells in sweep.items():
+        window = mean([c["docs_in_window"] for c in cells.values()])
+        lines.append(
+            "| " + " | ".join([n, *(_fmt_rate(cells.get(p)) for p in positions), f"{window:.1f}"]) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -132,9 +216,15 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plots(rows: Sequence[ResultRow], summary: dict[str, Any]) -> dict[str, str]:
-    """Base64 PNGs: accuracy by strategy × category, accuracy against cost, and (when long-context rows
-    carry positions) accuracy against the answer's position in the window."""
+def plots(
+    rows: Sequence[ResultRow],
+    summary: dict[str, Any],
+    costs: dict[str, dict[str, Any]] | None = None,
+    sweep: dict[str, dict[str, dict[str, Any]]] | None = None,
+) -> dict[str, str]:
+    """Base64 PNGs: accuracy by strategy × category, accuracy against cost, and long context's accuracy
+    against the answer's position and the number of documents in the window (the sweep when there is
+    one, else the natural variation of the newest-first packing)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,31 +246,64 @@ def plots(rows: Sequence[ResultRow], summary: dict[str, Any]) -> dict[str, str]:
     out["accuracy_by_category"] = _png(fig)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for name in strategies:
-        s = summary[name]
-        ax.scatter(s["prompt_tokens"], s["accuracy"]["value"], s=60)
-        ax.annotate(name, (s["prompt_tokens"], s["accuracy"]["value"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")  # fmt: skip
-    ax.set_xlabel("prompt tokens per question")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("Accuracy against cost")
+    absorbed = {
+        n: c["absorb_seconds"] for n, c in (costs or {}).items() if c.get("absorb_seconds") is not None
+    }
+    panels = 2 if absorbed else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    for ax, (label, xs) in zip(
+        axes[0],
+        [("prompt tokens per question", {n: summary[n]["prompt_tokens"] for n in strategies}),
+         ("seconds to absorb the new documents (once)", absorbed)],
+        strict=False,
+    ):  # fmt: skip
+        points: dict[tuple[float, float], list[str]] = {}  # strategies at the same point share a label
+        for name, x in xs.items():
+            points.setdefault((x, summary[name]["accuracy"]["value"]), []).append(name)
+        for (x, y), names in points.items():
+            ax.scatter(x, y, s=60)
+            ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        if label.startswith("seconds"):
+            ax.set_xscale("symlog", linthresh=1.0)
+    fig.suptitle("Accuracy against cost")
     out["accuracy_vs_cost"] = _png(fig)
     plt.close(fig)
 
+    if sweep:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for n, cells in sweep.items():
+            order = sorted(cells, key=float)
+            axes[0].plot(
+                [float(x) for x in order], [cells[x]["value"] for x in order], marker="o", label=f"{n} docs"
+            )
+        axes[0].set_xlabel("position of the answer's document (0 = first, 1 = last)")
+        axes[0].legend(fontsize=8)
+        ns = list(sweep)
+        axes[1].plot([sweep[n][next(iter(sweep[n]))]["docs_in_window"] for n in ns],
+                     [mean([c["value"] for c in sweep[n].values()]) for n in ns], marker="o")  # fmt: skip
+        axes[1].set_xlabel("documents in the window (mean over positions)")
+        for ax in axes:
+            ax.set_ylabel("accuracy")
+            ax.set_ylim(0, 1)
+        fig.suptitle("Long context: lost in the middle? (answer placed by the sweep)")
+        out["long_context_position"] = _png(fig)
+        plt.close(fig)
+        return out
     positioned = [r for r in rows if r.strategy == "long_context" and r.answer_position is not None]
     if positioned:
         positions = [(min(int((r.answer_position or 0.0) * 5), 4), r) for r in positioned]
         buckets = [[r for b, r in positions if b == bucket] for bucket in range(5)]
-        xs = [b / 5 + 0.1 for b, rs in enumerate(buckets) if rs]
+        centers = [b / 5 + 0.1 for b, rs in enumerate(buckets) if rs]
         ys = [mean([float(r.correct) for r in rs]) for rs in buckets if rs]
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.plot(xs, ys, marker="o")
+        ax.plot(centers, ys, marker="o")
         ax.set_xlabel("position of the answer in the window (0 = start)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
-        ax.set_title("Long context: lost in the middle?")
+        ax.set_title("Long context: lost in the middle? (natural order: newest first)")
         out["long_context_position"] = _png(fig)
         plt.close(fig)
     return out
@@ -197,43 +320,73 @@ def _reference_md() -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, rows: Sequence[ResultRow], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write summary.json, report.md and report.html into run_dir; return the summary."""
+CostsFn = Callable[[dict[str, Any]], dict[str, dict[str, Any]]]
+
+
+def write_report(
+    run_dir: Path, rows: Sequence[ResultRow], meta: dict[str, Any], costs: CostsFn | None = None
+) -> dict[str, Any]:
+    """Write summary.json, report.md and report.html into run_dir; return the summary.json content.
+
+    `costs` turns the per-strategy summary into the cost table (eval.runner.absorb_costs)."""
     summary = summarize(rows)
-    (run_dir / "summary.json").write_text(json.dumps({**meta, "strategies": summary}, indent=2, default=str))
+    cost = costs(summary) if costs else {}
+    sweep = sweep_summary(rows)
+    full = {**meta, "strategies": summary, "costs": cost, "lc_sweep_results": sweep}
+    (run_dir / "summary.json").write_text(json.dumps(full, indent=2, default=str))
     title = f"keepcurrent eval — {meta.get('run_id', run_dir.name)}"
+    sections: list[tuple[str, str, str]] = []  # (title, markdown, note)
+    if cost:
+        sections.append(("Cost of absorbing the new documents", cost_table(summary, cost),
+                         "Forgetting: closed_book's accuracy on `retained` minus cpt's, in this run "
+                         "(positive: CPT lost old knowledge)."))  # fmt: skip
+    if sweep:
+        sections.append(("Long context: answer position and documents in the window", sweep_table(sweep),
+                         "Each question is asked with its supporting document placed at the position among "
+                         "the newest other documents; the window may hold fewer than asked."))  # fmt: skip
+    skipped = meta.get("skipped") or {}
     md = [
         f"# {title}",
         "",
         f"Model: `{meta.get('model', '?')}` · index version {meta.get('index_version', '?')} · "
-        f"{len({r.question_id for r in rows})} questions",
+        f"{len({r.question_id for r in rows})} questions · {meta.get('mode', 'in-process')}",
         "",
         markdown_table(summary),
         "",
         "Accuracy: the answer states an alias of the gold answer (unanswerable: the model abstains). "
         "Brackets: 95% bootstrap confidence interval. stale: share of `updated` questions answered with "
-        "the pre-cutoff value.",
-        "",
-        _reference_md(),
+        "the pre-cutoff value. abstain: abstention accuracy on `unanswerable`. recall@k: supporting "
+        "documents (those in the index) among the retrieved passages' documents.",
         "",
     ]
+    md += [f"- skipped `{name}`: {why}" for name, why in skipped.items()] + ([""] if skipped else [])
+    for heading, table, note in sections:
+        md += [f"## {heading}", "", table, "", note, ""]
+    md += [_reference_md(), ""]
     (run_dir / "report.md").write_text("\n".join(md))
-    images = plots(rows, summary)
+    images = plots(rows, summary, cost, sweep)
     body = "".join(f'<h2>{html.escape(k.replace("_", " "))}</h2><img src="data:image/png;base64,{v}"/>'
                    for k, v in images.items())  # fmt: skip
+    extra = "".join(
+        f"<h2>{html.escape(h)}</h2>{_md_table_to_html(t)}<p>{html.escape(n)}</p>" for h, t, n in sections
+    )
+    skipped_html = "".join(f"<p>skipped <code>{html.escape(k)}</code>: {html.escape(v)}</p>"
+                           for k, v in skipped.items())  # fmt: skip
     table_html = _md_table_to_html(markdown_table(summary))
     ref_html = _md_table_to_html("\n".join(_reference_md().splitlines()[2:]))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
         "img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>Model <code>{html.escape(str(meta.get('model', '?')))}</code></p>"
-        f"{table_html}{body}<h2>Published context</h2><p>{html.escape(REFERENCE_SOURCE)}</p>"
+        f"<h1>{html.escape(title)}</h1><p>Model <code>{html.escape(str(meta.get('model', '?')))}</code> · "
+        f"index version {html.escape(str(meta.get('index_version', '?')))}</p>"
+        f"{table_html}{skipped_html}{extra}{body}"
+        f"<h2>Published context</h2><p>{html.escape(REFERENCE_SOURCE)}</p>"
         f"{ref_html}</body></html>"
     )
     (run_dir / "report.html").write_text(page)
-    return summary
+    return full
 
 
 def _md_table_to_html(table: str) -> str:

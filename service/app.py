@@ -21,7 +21,7 @@ from service.errors import install_error_handlers
 from service.feedback import FeedbackStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import resolve_models
-from service.routes import ask, chat, feedback, health, models, tokenize
+from service.routes import admin, ask, chat, feedback, health, models, tokenize
 from service.security import BodyLimitMiddleware
 from service.strategies import Strategies, StrategyContext
 
@@ -35,6 +35,21 @@ def _warm_up(retriever: Retriever) -> None:
             retriever.search("warm-up", 1, "dense")
     except Exception as e:  # the gateway still serves closed_book; /readyz reports the index
         log.warning("the index is not usable at start-up: %s: %s", type(e).__name__, e)
+
+
+def strategy_context(settings: ServiceSettings, engine: Engine, retriever: Retriever) -> StrategyContext:
+    """What the strategies share, for a started engine (the gateway's lifespan and the eval harness)."""
+    cards = engine.models()
+    chat_names = [c.name for c in cards if c.role == "chat"]
+    chat_model = settings.model_name if settings.model_name in chat_names else chat_names[0]
+    return StrategyContext(
+        engine=engine,
+        retriever=retriever,
+        documents=DocumentStore(settings.resolved_database_url),
+        settings=settings,
+        chat_model=chat_model,
+        cpt_model=next((c.name for c in cards if c.role == "cpt"), None),
+    )
 
 
 def create_app(
@@ -61,17 +76,7 @@ def create_app(
 
                 the_retriever = IndexRetriever(settings)
             await asyncio.to_thread(_warm_up, the_retriever)
-            cards = the_engine.models()
-            chat_names = [c.name for c in cards if c.role == "chat"]
-            chat_model = settings.model_name if settings.model_name in chat_names else chat_names[0]
-            ctx = StrategyContext(
-                engine=the_engine,
-                retriever=the_retriever,
-                documents=DocumentStore(url),
-                settings=settings,
-                chat_model=chat_model,
-                cpt_model=next((c.name for c in cards if c.role == "cpt"), None),
-            )
+            ctx = strategy_context(settings, the_engine, the_retriever)
             app.state.settings = settings
             app.state.engine = the_engine
             app.state.retriever = the_retriever
@@ -95,7 +100,7 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, models, ask, tokenize, feedback, health):
+    for module in (chat, models, ask, tokenize, feedback, health, admin):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None))

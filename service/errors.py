@@ -55,6 +55,12 @@ class Unauthorized(APIError):
     code = "invalid_api_key"
 
 
+class Forbidden(APIError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
 class NotFound(APIError):
     status = 404
     type = "invalid_request_error"

@@ -328,3 +328,13 @@ class Readiness(BaseModel):
     engine: dict[str, Any]
     index_version: int
     queue_depth: int
+
+
+class ReloadResult(BaseModel):
+    """`POST /admin/reload` (extension): the CPT model the gateway serves now."""
+
+    reloaded: bool = Field(description="false when the newest checkpoint is the one already served")
+    model: str
+    checkpoint_id: str
+    path: str
+    previous_checkpoint_id: str | None = None

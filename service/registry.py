@@ -1,8 +1,10 @@
 """Which model name serves what: the chat model and the CPT model, from settings and the checkpoint registry.
 
 The chat model is `KC_MODEL`, else the newest registered rl, sft or import checkpoint. The CPT model is
-`KC_CPT_MODEL`, else the newest registered cpt checkpoint, else none (the `cpt` strategy then answers
-with a clear error). With the vllm engine the names are the keys of `KC_VLLM_URLS`.
+`KC_CPT_MODEL`, else the newest registered `merged` checkpoint (CPT + chat vector, `python -m trainer
+merge`), else the newest raw `cpt` one, else none (the `cpt` strategy then answers with a clear error).
+`POST /admin/reload` resolves it again and loads a new one without a restart. With the vllm engine the
+names are the keys of `KC_VLLM_URLS`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from service.config import ServiceSettings
 log = logging.getLogger(__name__)
 
 CHAT_PHASES = ("rl", "sft", "import")
-CPT_PHASES = ("cpt",)
+CPT_PHASES = ("merged", "cpt")  # in order of preference: the chat-vector merge follows the chat template
 
 
 class ConfigError(ValueError):
@@ -80,14 +82,29 @@ def resolve_models(settings: ServiceSettings) -> list[ModelSpec]:
             "no chat model: set KC_MODEL to a checkpoint directory, or train one "
             "(`python -m trainer sft`; it registers itself)"
         )
-    cpt = settings.cpt_model and _check_dir(settings.cpt_model, "KC_CPT_MODEL")
-    cpt = cpt or _newest(url, CPT_PHASES)
+    cpt = resolve_cpt(settings)
     if settings.model_name == settings.cpt_model_name:
         raise ConfigError(f"KC_MODEL_NAME and KC_CPT_MODEL_NAME are both {settings.model_name!r}")
     specs = [ModelSpec(settings.model_name, "chat", path=chat, **_ids(chat))]
     if cpt is not None:
-        specs.append(ModelSpec(settings.cpt_model_name, "cpt", path=cpt, **_ids(cpt)))
+        specs.append(cpt_spec(settings, cpt))
     return specs
+
+
+def resolve_cpt(settings: ServiceSettings) -> Path | None:
+    """The CPT checkpoint to serve: KC_CPT_MODEL, else the newest merged, else the newest raw cpt one."""
+    if settings.cpt_model:
+        return _check_dir(settings.cpt_model, "KC_CPT_MODEL")
+    url = settings.resolved_database_url
+    for phase in CPT_PHASES:
+        found = _newest(url, (phase,))
+        if found is not None:
+            return found
+    return None
+
+
+def cpt_spec(settings: ServiceSettings, path: Path) -> ModelSpec:
+    return ModelSpec(settings.cpt_model_name, "cpt", path=path, **_ids(path))
 
 
 def _ids(path: Path) -> dict[str, str | None]:

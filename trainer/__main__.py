@@ -7,6 +7,12 @@
         [--max-steps N] [--max-minutes M] [--resume] [--json]
     python -m trainer sft --from base/TAG --data data/world/sft [--lora-r R] [--epochs E] [--json]
     python -m trainer evaluate --model sft/TAG --questions data/world/questions/retained.jsonl [--docs DIR]
+    python -m trainer cpt --from base/TAG --docs data/world/docs_post [--replay 0.25 \
+        --replay-from data/world/corpus_pre] [--rewarm-steps N] [--lr LR] [--epochs E] [--paraphrases K] \
+        [--lora-r R] [--resume] [--json]
+    python -m trainer merge --base base/TAG --chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--ratio 1.0]
+    python -m trainer forgetting --base-chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--merged DIR] \
+        --world data/world
     python -m trainer list [--phase base] [--json]
     python -m trainer import-gguf [--gguf FILE] [--out DIR] [--json]
 
@@ -263,6 +269,98 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- cpt, merge, forgetting --------------------------------------------------------------------------
+
+
+def add_cpt_parser(sub: Any) -> None:
+    from trainer.cpt import CPTConfig
+
+    p = sub.add_parser(
+        "cpt",
+        help="continued pretraining on new documents (replay, re-warming, paraphrases, LoRA)",
+        description="Continue pretraining a checkpoint on --docs (any folder the indexer reads), mixed "
+        "with a replayed share of the old corpus; the learning rate is re-warmed, then cosine-decayed.",
+    )
+    add_config_args(p, CPTConfig)
+    add_config_args(
+        p, LoopConfig, skip=("warmup_steps",),
+        deferred={"max_steps": "from --epochs", "lr": "the parent's peak learning rate, else 1e-4"},
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_cpt)
+
+
+def cmd_cpt(args: argparse.Namespace) -> int:
+    from trainer.cpt import CPTConfig, run_cpt
+
+    cfg = config_from_args(CPTConfig, args)
+    overrides = {k: v for k, v in vars(args).items() if k in LoopConfig.__dataclass_fields__}
+    result = run_cpt(cfg, overrides)
+    m, mix = result["metrics"], result["data"]["mixture"]
+    held = f", held-out pre-cutoff loss {m['heldout_pre_loss']:.4f}" if "heldout_pre_loss" in m else ""
+    human = (
+        f"cpt {result['tag']} to step {result['step']}/{result['max_steps']}: loss "
+        f"{m.get('loss', float('nan')):.4f}{held}; {mix['new_epochs']:.2f} epochs of new documents, replay "
+        f"{100 * mix['replay_fraction_windows']:.1f}% of windows -> {result['out']}"
+    )
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
+def add_merge_parser(sub: Any) -> None:
+    from trainer.merge import MergeConfig
+
+    p = sub.add_parser(
+        "merge",
+        help="re-apply the chat vector: cpt + ratio x (chat - base)",
+        description="Add the instruction delta (chat - base) to a CPT checkpoint, tensor by tensor; "
+        "refuses checkpoints whose tensors, shapes or tokenizers differ.",
+    )
+    add_config_args(p, MergeConfig)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from trainer.merge import MergeConfig, run_merge
+
+    result = run_merge(config_from_args(MergeConfig, args))
+    _emit(
+        result,
+        args.json,
+        f"merged {result['tensors']} tensors (ratio {result['ratio']:g}) -> {result['out']}",
+    )
+    return EXIT_OK
+
+
+def add_forgetting_parser(sub: Any) -> None:
+    from trainer.forgetting import ForgettingConfig
+
+    p = sub.add_parser(
+        "forgetting",
+        help="forgetting report of a CPT run: retained/new accuracy, held-out loss, chat format",
+        description="Closed-book exact match on the world's retained and new questions, held-out "
+        "pre-cutoff loss and chat-template adherence, for the chat model before CPT, the raw CPT "
+        "checkpoint and the merged one.",
+    )
+    add_config_args(p, ForgettingConfig)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_forgetting)
+
+
+def cmd_forgetting(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainer.forgetting import ForgettingConfig, format_report, run_forgetting
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run_forgetting(config_from_args(ForgettingConfig, args))
+    _emit(report, args.json, format_report(report) + f"\n\nwritten: {', '.join(report['files'])}")
+    return EXIT_OK
+
+
 # -- list, import-gguf -------------------------------------------------------------------------------
 
 
@@ -326,6 +424,9 @@ def make_parser() -> argparse.ArgumentParser:
         add_pretrain_parser,
         add_sft_parser,
         add_evaluate_parser,
+        add_cpt_parser,
+        add_merge_parser,
+        add_forgetting_parser,
         add_list_parser,
         add_import_gguf_parser,
     ):

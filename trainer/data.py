@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.jsonl import iter_jsonl
-from trainer.tokenizer import render_chat
+from trainer.tokenizer import IM_END, IM_START, render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -240,34 +240,74 @@ def unigram_entropy(seqs: Iterable[Sequence[int]]) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def pack(seqs: Sequence[Sequence[int]], seq_len: int, pad_id: int, open_bins: int = 16) -> tuple[Any, Any]:
+def assistant_labels(
+    tokenizer: Any, records: Sequence[Record], seqs: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """Labels for `seqs` (from `tokenize`) that train only on what the assistant says in chat records:
+    every other token of a chat row (system prompt, passages, question) is -100. Documents keep all."""
+    out: list[list[int]] = []
+    for record, ids in zip(records, seqs, strict=True):
+        if record.kind != "chat":
+            out.append(list(ids))
+            continue
+        spans, start = [], 0
+        opener = f"{IM_START}assistant\n"
+        while (begin := record.text.find(opener, start)) >= 0:
+            end = record.text.find(IM_END, begin)
+            end = len(record.text) if end < 0 else end + len(IM_END)
+            spans.append((begin + len(opener), end))
+            start = end
+        offsets = tokenizer(record.text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        if len(offsets) + 1 != len(ids):
+            raise ValueError(f"{record.id}: tokenization changed between passes")
+        labels = [
+            t if any(a <= o[0] < b for a, b in spans) else -100 for t, o in zip(ids, offsets, strict=False)
+        ]
+        out.append([*labels, -100])  # the end-of-document token after a chat row is not the assistant's
+    return out
+
+
+def pack(
+    seqs: Sequence[Sequence[int]],
+    seq_len: int,
+    pad_id: int,
+    open_bins: int = 16,
+    labels: Sequence[Sequence[int]] | None = None,
+) -> tuple[Any, Any]:
     """First-fit packing of whole sequences into windows of `seq_len` (a sequence longer than a window is
     cut into window-sized pieces), keeping a grounded QA row whole with its passages where it fits.
+    `labels` (same shapes as `seqs`, -100 for tokens without loss) default to the ids themselves.
 
     Returns (input_ids, labels), int64 arrays of shape [windows, seq_len]; padding is labelled -100.
     """
-    pieces: list[Sequence[int]] = []
-    for s in seqs:
-        pieces.extend(s[i : i + seq_len] for i in range(0, len(s), seq_len))
-    bins: list[list[int]] = []
+    label_seqs = seqs if labels is None else labels
+    pieces: list[tuple[Sequence[int], Sequence[int]]] = []
+    for s, lab in zip(seqs, label_seqs, strict=True):
+        if len(s) != len(lab):
+            raise ValueError("labels must have the shape of the sequences")
+        pieces.extend((s[i : i + seq_len], lab[i : i + seq_len]) for i in range(0, len(s), seq_len))
+    bins: list[tuple[list[int], list[int]]] = []
     open_idx: list[int] = []  # the last few bins that still have room
-    for piece in pieces:
-        target = next((b for b in open_idx if len(bins[b]) + len(piece) <= seq_len), None)
+    for piece, piece_labels in pieces:
+        target = next((b for b in open_idx if len(bins[b][0]) + len(piece) <= seq_len), None)
         if target is None:
-            bins.append([])
+            bins.append(([], []))
             target = len(bins) - 1
             open_idx.append(target)
             if len(open_idx) > open_bins:
                 open_idx.pop(0)
-        bins[target].extend(piece)
-        if len(bins[target]) == seq_len:
+        bins[target][0].extend(piece)
+        bins[target][1].extend(piece_labels)
+        if len(bins[target][0]) == seq_len:
             open_idx.remove(target)
     ids = np.full((len(bins), seq_len), pad_id, dtype=np.int64)
-    labels = np.full((len(bins), seq_len), -100, dtype=np.int64)
-    for i, b in enumerate(bins):
+    out_labels = np.full((len(bins), seq_len), -100, dtype=np.int64)
+    for i, (b, lab) in enumerate(bins):
         ids[i, : len(b)] = b
-        labels[i, : len(b)] = b
-    return ids, labels
+        out_labels[i, : len(lab)] = lab
+    return ids, out_labels
 
 
 class Windows:

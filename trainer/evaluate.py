@@ -143,6 +143,14 @@ def generate(
     model: Any, tokenizer: Any, prompts: list[list[Message]], batch_size: int, max_new: int
 ) -> list[str]:
     """Greedy answers to chat prompts, batched with left padding."""
+    return [text for text, _ in generate_turns(model, tokenizer, prompts, batch_size, max_new)]
+
+
+def generate_turns(
+    model: Any, tokenizer: Any, prompts: list[list[Message]], batch_size: int, max_new: int
+) -> list[tuple[str, int | None]]:
+    """Greedy answers with the stop token that ended each (None: it ran into `max_new`): whether a model
+    still closes its turn with the chat template's end-of-turn token, or ends a document instead."""
     import torch
 
     from trainer.tokenizer import stop_token_ids
@@ -151,7 +159,7 @@ def generate(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     stops = stop_token_ids(tokenizer)
-    out: list[str] = []
+    out: list[tuple[str, int | None]] = []
     model.eval()
     for i in range(0, len(prompts), batch_size):
         texts = [
@@ -165,7 +173,11 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
             )  # fmt: skip
         new = gen[:, enc["input_ids"].shape[1] :]
-        out.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+        for row, text in zip(
+            new.tolist(), tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+        ):
+            ended = next((t for t in row if t in stops), None)
+            out.append((text.strip(), ended))
     return out
 
 

@@ -185,6 +185,33 @@ class Pool:
 SaveFn = Callable[[Any, int, dict[str, Any]], None]
 
 
+def plain_loss(model: Any, ids: Any, labels: Any) -> Any:
+    return model(input_ids=ids, labels=labels).loss
+
+
+def mean_loss(
+    forward: Callable[[Any, Any, Any], Any],
+    model: Any,
+    windows: Windows,
+    batch: int,
+    limit: int | None,
+    device: Any,
+) -> float | None:
+    """Token-weighted mean loss over the first `limit` batches of `windows` in order (None: no tokens).
+    Call under `torch.no_grad()` with the model in eval mode."""
+    import torch
+
+    total, count = 0.0, 0
+    for ids, labels in windows.ordered_batches(batch, limit):
+        ids_t = torch.from_numpy(ids).to(device)
+        lab_t = torch.from_numpy(labels).to(device)
+        n = int((lab_t[:, 1:] != -100).sum())
+        if n:
+            total += float(forward(model, ids_t, lab_t)) * n
+            count += n
+    return total / count if count else None
+
+
 @dataclass
 class LoopResult:
     step: int
@@ -332,16 +359,11 @@ class TrainLoop:
         batch = max(1, sum(p.per_micro_batch for p in self.pools))
         with torch.no_grad():
             for name, windows in self.heldout.items():
-                total, count = 0.0, 0
-                for ids, labels in windows.ordered_batches(batch, self.cfg.eval_batches):
-                    ids_t = torch.from_numpy(ids).to(self.device)
-                    lab_t = torch.from_numpy(labels).to(self.device)
-                    n = int((lab_t[:, 1:] != -100).sum())
-                    if n:
-                        total += float(self._forward_loss(self.model, ids_t, lab_t)) * n
-                        count += n
-                if count:
-                    out[name] = total / count
+                loss = mean_loss(
+                    self._forward_loss, self.model, windows, batch, self.cfg.eval_batches, self.device
+                )
+                if loss is not None:
+                    out[name] = loss
         self.model.train()
         return out
 

@@ -114,7 +114,7 @@ PRESETS: dict[str, Preset] = {
         "tiny",
         ModelPreset(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=352,
                     vocab_size=2048, max_position_embeddings=1024, tie_embeddings=True),
-        TrainDefaults(seq_len=256, batch_size=16, lr=3e-3, warmup_steps=50, max_steps=2500, eval_every=250,
+        TrainDefaults(seq_len=512, batch_size=8, lr=3e-3, warmup_steps=50, max_steps=2500, eval_every=250,
                       save_every=250, dtype="float32"),
     ),
     "small": Preset(

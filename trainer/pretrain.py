@@ -25,6 +25,7 @@ from trainer.data import (
     JSONL_SUFFIXES,
     Record,
     Windows,
+    assistant_labels,
     dedup,
     expand_paths,
     hash_files,
@@ -65,6 +66,13 @@ class PretrainConfig:
         metadata={
             "help": "share of each batch's windows drawn from the chat rows of --mix (measured on the "
             "tiny world: 0.875 beat 0.5, whose documents overfit)"
+        },
+    )
+    chat_loss: str = field(
+        default="assistant",
+        metadata={
+            "help": "loss on the chat rows of --mix: `assistant` (the answers only, as in SFT) or `all`",
+            "choices": ("assistant", "all"),
         },
     )
     out: Path | None = field(
@@ -143,29 +151,44 @@ def prepare_data(
         subset = [r for r in kept if r.kind == kind]
         if not subset:
             continue
+        if kind == "chat":
+            # A chat row cut at a window edge would train its answer without the passages it comes from.
+            fits = [len(ids) < seq_len for ids in tokenize(tokenizer, subset)]
+            if not all(fits):
+                logger.warning(
+                    "chat: %d of %d rows are longer than the %d-token window and are left out (use a longer "
+                    "--seq-len to keep them)", fits.count(False), len(subset), seq_len,
+                )  # fmt: skip
+                report["chat_too_long"] = fits.count(False)
+            subset = [r for r, ok in zip(subset, fits, strict=True) if ok]
         train, held = split_heldout(subset, cfg.heldout_fraction, cfg.seed)
         seqs = tokenize(tokenizer, train)
-        ids, labels = pack(seqs, seq_len, pad_id)
+        loss_labels = assistant_labels(tokenizer, train, seqs) if cfg.chat_loss == "assistant" else None
+        ids, labels = pack(seqs, seq_len, pad_id, labels=loss_labels)
         windows[name] = Windows(ids, labels, seed=cfg.seed)
+        entry_tokens = sum(len(s) for s in seqs)
         entry: dict[str, Any] = {
             "records": len(train),
             "heldout_records": len(held),
-            "tokens": sum(len(s) for s in seqs),
+            "tokens": entry_tokens,
             "windows": len(ids),
-            "fill": round(float((labels != -100).mean()), 4),
+            "fill": round(entry_tokens / (len(ids) * seq_len), 4),
+            "trained_tokens": int((labels != -100).sum()),  # assistant-only chat loss: the answers
             "unigram_entropy": unigram_entropy(seqs),
         }
         if held:
-            hids, hlabels = pack(tokenize(tokenizer, held), seq_len, pad_id)
+            hseqs = tokenize(tokenizer, held)
+            hloss = assistant_labels(tokenizer, held, hseqs) if cfg.chat_loss == "assistant" else None
+            hids, hlabels = pack(hseqs, seq_len, pad_id, labels=hloss)
             heldout["heldout_loss" if name == "docs" else "heldout_chat_loss"] = Windows(
                 hids, hlabels, cfg.seed
             )
         report["pools"][name] = entry
         logger.info(
-            "%s: %d records (%d held out), %d tokens in %d windows of %d (%.0f%% filled), unigram entropy "
-            "%.3f nats",
+            "%s: %d records (%d held out), %d tokens in %d windows of %d (%.0f%% filled; loss on %d "
+            "tokens), unigram entropy %.3f nats",
             name, entry["records"], entry["heldout_records"], entry["tokens"], entry["windows"], seq_len,
-            100 * entry["fill"], entry["unigram_entropy"],
+            100 * entry["fill"], entry["trained_tokens"], entry["unigram_entropy"],
         )  # fmt: skip
     if not windows:
         raise ValueError("no training data left after deduplication")

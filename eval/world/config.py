@@ -55,6 +55,7 @@ class SizeSpec:
     long_context_examples: int
     long_context_docs: int
     abstain_examples: int
+    reading_examples: int  # grounded drills about fresh subjects, for the pretraining mix
     rl_examples: int
     pref_examples: int
 
@@ -66,7 +67,7 @@ SIZES: dict[str, SizeSpec] = {
         paraphrases=2, ceo_changes=2, hq_moves=2, population_revisions=2, job_changes=4,
         new_orgs=2, new_products=2, new_events=2, retained_questions=16, unanswerable_questions=6,
         multi_hop_questions=8, grounded_examples=40, long_context_examples=8, long_context_docs=6,
-        abstain_examples=16, rl_examples=24, pref_examples=24,
+        abstain_examples=16, reading_examples=40, rl_examples=24, pref_examples=24,
     ),
     # The demo on a 2-core CPU: few entities, each fact in several paraphrases.
     "tiny": SizeSpec(
@@ -74,7 +75,7 @@ SIZES: dict[str, SizeSpec] = {
         paraphrases=4, ceo_changes=12, hq_moves=10, population_revisions=10, job_changes=30,
         new_orgs=10, new_products=16, new_events=14, retained_questions=100, unanswerable_questions=30,
         multi_hop_questions=30, grounded_examples=1500, long_context_examples=200, long_context_docs=8,
-        abstain_examples=300, rl_examples=600, pref_examples=600,
+        abstain_examples=300, reading_examples=24000, rl_examples=600, pref_examples=600,
     ),
     # One GPU: thousands of entities.
     "small": SizeSpec(
@@ -82,8 +83,8 @@ SIZES: dict[str, SizeSpec] = {
         last_names=320, paraphrases=5, ceo_changes=120, hq_moves=100, population_revisions=60,
         job_changes=600, new_orgs=150, new_products=300, new_events=300, retained_questions=1000,
         unanswerable_questions=300, multi_hop_questions=300, grounded_examples=30000,
-        long_context_examples=3000, long_context_docs=24, abstain_examples=5000, rl_examples=10000,
-        pref_examples=10000,
+        long_context_examples=3000, long_context_docs=24, abstain_examples=5000, reading_examples=100000,
+        rl_examples=10000, pref_examples=10000,
     ),
 }  # fmt: skip
 

@@ -5,8 +5,16 @@ from train-pool documents, and abstention examples use fictitious names kept apa
 
 SFT kinds: closed_book (a pre-cutoff fact from memory), grounded (2-4 passages, one states the answer),
 long_context (many passages, the answer anywhere), abstain (the passages lack the answer, or a subject
-that exists nowhere). Grounded examples over post-cutoff news of the train pool teach the model to
-answer from the passage rather than from memory when the two disagree.
+that exists nowhere), reading (many grounded drills about fresh subjects, for the pretraining mix).
+Grounded examples over post-cutoff news of the train pool teach the model to answer from the passage
+rather than from memory when the two disagree.
+
+A share of grounded and long-context examples (`FRESH_SHARE`) asks about a *fresh* subject: a profile
+written with the world's templates for a name that exists nowhere else (a new combination of known first
+and last names, org stems and suffixes; new words for cities and products), with values drawn from the
+train pool. Only the passage can answer those, so the model must learn to read rather than recall:
+measured in issue 4, a tiny model trained only on grounded rows about entities it had memorised learned
+to answer them from memory and copied an answer from a passage about a held-out entity 14% of the time.
 """
 
 from __future__ import annotations
@@ -17,11 +25,15 @@ from dataclasses import dataclass
 from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages
 from eval.world.build import Timeline
 from eval.world.config import WorldConfig
-from eval.world.model import Document, Fact, Kind, contains_phrase
+from eval.world.model import KINDS, Document, Fact, Kind, article, contains_phrase
+from eval.world.names import NameGenerator
 from eval.world.questions import UNANSWERABLE_ATTRS, forward_question, new_product_question
-from eval.world.templates import ATTRIBUTES, QUESTIONS
+from eval.world.templates import ATTRIBUTES, QUESTIONS, SENTENCES, template_vocabulary
 
 Row = dict[str, object]
+
+# Share of grounded and long-context examples whose answering passage is about a fresh subject.
+FRESH_SHARE = 0.5
 
 PADDED_GROUNDED = (
     "Based on the passages provided, the answer to your question is {a}, as stated in passage [{k}]. "
@@ -75,6 +87,12 @@ class _Examples:
                 values.setdefault((self._kind(f), f.attr), set()).add(f.value)
         self.values = {k: sorted(v) for k, v in values.items()}
         self.product_names = [e.name for e in timeline.entities if e.kind == "product" and e.pool == "train"]
+        # pre-cutoff facts of the train pool by (kind, attr): the values a fresh profile states
+        self.pre_facts: dict[tuple[str, str], list[Fact]] = {}
+        for f in timeline.facts:
+            if f.era == "pre" and self._pool(f) == "train":
+                self.pre_facts.setdefault((self._kind(f), f.attr), []).append(f)
+        self._fresh = _FreshNames(timeline, self.rng)
 
     def _pool(self, fact: Fact) -> str:
         return self.tl.by_id[fact.subject].pool
@@ -120,7 +138,46 @@ class _Examples:
         self.rng.shuffle(rows)
         return rows
 
+    def fresh_profile(self, avoid: set[str]) -> tuple[str, Fact, _Asked]:
+        """A profile of a subject that exists nowhere else (named none of `avoid`, which gets its name),
+        and a question only it answers."""
+        kind = self.rng.choice([k for k in KINDS if all((k, a) in self.pre_facts for a in ATTRIBUTES[k])])
+        name = self._fresh.name(kind, avoid)
+        avoid.add(name)
+        stated = [self.rng.choice(self.pre_facts[(kind, attr)]) for attr in ATTRIBUTES[kind]]
+        sentences = [
+            self.rng.choice(SENTENCES[(kind, f.attr)]).format(s=name, v=f.value, av=article(f.value))
+            for f in stated
+        ]
+        self.rng.shuffle(sentences)
+        fact = self.rng.choice(stated)
+        question = QUESTIONS[(kind, fact.attr)].format(s=name)
+        return " ".join(sentences), fact, _Asked(question, fact.aliases, (fact.subject,))
+
+    def fresh_item(self, n_passages: int) -> tuple[list[Message], list[str], int, _Asked, Fact]:
+        """A grounded question about a fresh subject; each distractor is a train document or, half of the
+        time, another fresh profile (so that only the name tells the passages apart)."""
+        names: set[str] = set()
+        body, fact, asked = self.fresh_profile(names)
+        passages = [
+            self.fresh_profile(names)[0] if self.rng.random() < 0.5 else d.body
+            for d in self.distractors(n_passages - 1, ())
+        ]
+        gold = self.rng.randrange(len(passages) + 1)
+        passages.insert(gold, body)
+        return grounded_messages(asked.question, passages), passages, gold + 1, asked, fact
+
+    def reading(self, count: int) -> list[Row]:
+        """Reading drills for the pretraining mix: fresh subjects only, 1-4 passages."""
+        rows: list[Row] = []
+        for _ in range(count):
+            messages, _, gold, asked, _ = self.fresh_item(self.rng.randint(1, 4))
+            rows.append(_chat(messages, cite(asked.answers[0], gold), "reading"))
+        return rows
+
     def grounded_item(self, n_passages: int) -> tuple[list[Message], list[str], int, _Asked, Fact]:
+        if self.rng.random() < FRESH_SHARE:
+            return self.fresh_item(n_passages)
         doc, fact = self.rng.choice(self.stated)
         asked = self.ask(fact)
         passages, gold = self.passages(doc, n_passages, asked.names)
@@ -232,6 +289,38 @@ class _Examples:
         return self.rng.choice(options) if options else f"not {answers[0]}"
 
 
+class _FreshNames:
+    """Names of no real or fictitious subject: first and last names, org and event stems and suffixes of
+    the train pool recombined; for cities and products, words from a pool of new ones. A name may recur
+    across examples (with other values each time, so it cannot be learnt), never within one."""
+
+    POOL_WORDS = 200
+
+    def __init__(self, timeline: Timeline, rng: random.Random) -> None:
+        self.rng = rng
+        self.taken = {e.name for e in timeline.entities}
+        self.taken |= {name for names in timeline.fictitious.values() for _, name in names}
+        words = NameGenerator(
+            rng, reserved={w for n in self.taken for w in n.split(" ")} | template_vocabulary()
+        )
+        self.parts: dict[str, tuple[list[str], ...]] = {
+            "word": ([words.word(2) for _ in range(self.POOL_WORDS)],)
+        }
+        for kind in ("person", "org", "event"):
+            names = sorted(
+                e.name.split(" ") for e in timeline.entities if e.kind == kind and e.pool == "train"
+            )
+            self.parts[kind] = (sorted({n[0] for n in names}), sorted({n[-1] for n in names}))
+
+    def name(self, kind: Kind, avoid: set[str]) -> str:
+        parts = self.parts.get(kind, self.parts["word"])
+        for _ in range(1000):
+            name = " ".join(self.rng.choice(p) for p in parts)
+            if name not in self.taken and name not in avoid:
+                return name
+        raise RuntimeError(f"no fresh {kind} name left")
+
+
 def _chat(messages: list[Message], answer: str, kind: str) -> Row:
     return {"messages": [*messages, {"role": "assistant", "content": answer}], "kind": kind}
 
@@ -255,6 +344,7 @@ def build_training_data(timeline: Timeline, documents: list[Document], config: W
     sft += sft_maker.grounded(spec.grounded_examples, "grounded")
     sft += sft_maker.grounded(spec.long_context_examples, "long_context", n_passages=spec.long_context_docs)
     sft += sft_maker.abstain(spec.abstain_examples)
+    sft += _Examples(timeline, documents, config, "reading").reading(spec.reading_examples)
     rl = _Examples(timeline, documents, config, "rl").rl(spec.rl_examples)
     prefs = _Examples(timeline, documents, config, "prefs").prefs(spec.pref_examples)
     return TrainingData(sft=sft, rl=rl, prefs=prefs)

@@ -119,7 +119,10 @@ class _Worker:
             context_window=self.window,
             path=str(spec.path),
             phase=spec.phase,
-            extra={"parameters": int(sum(p.numel() for p in self.model.parameters()))},
+            extra={
+                "parameters": int(sum(p.numel() for p in self.model.parameters())),
+                "stamp": checkpoint_stamp(spec.path),
+            },
         )
         self._pending: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
@@ -157,6 +160,13 @@ class _Worker:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+
+    def drain_and_stop(self, timeout_s: float) -> None:
+        """Stop once the requests already taken have finished (a replaced model's last answers)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (self._pending or self._rows or self._admitting):
+            time.sleep(0.05)
+        self.stop()
 
     def wake(self) -> None:
         with self._cond:
@@ -398,6 +408,17 @@ def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
+def checkpoint_stamp(path: Path) -> str:
+    """Changes when a checkpoint directory is rewritten (lineage.json is written last by every save)."""
+    marker = path / "lineage.json"
+    if not marker.exists():
+        marker = path / "config.json"
+    try:
+        return f"{path}:{marker.stat().st_mtime_ns}"
+    except OSError:
+        return str(path)
+
+
 class EmbeddedEngine:
     """Implements `core.engine.Engine` with one `_Worker` per model."""
 
@@ -420,6 +441,7 @@ class EmbeddedEngine:
         self.retry_after_s = retry_after_s
         self.max_prompt_tokens = max_prompt_tokens
         self._workers: dict[str, _Worker] = {}
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for spec in self.specs:
@@ -433,10 +455,29 @@ class EmbeddedEngine:
                 spec.name, spec.path, worker.card.extra["parameters"], worker.window,
             )  # fmt: skip
 
+    async def load(self, spec: ModelSpec, drain_timeout_s: float = 300.0) -> ModelCard:
+        """Serve `spec` without a restart: load it beside the running models, route new requests to it, and
+        stop the model it replaces once that one has finished the answers it already started."""
+        if spec.path is None:
+            raise ValueError(f"model {spec.name!r} has no checkpoint directory")
+        worker = await asyncio.to_thread(_Worker, spec, self.max_batch, self.queue_size, self.retry_after_s)
+        worker.start()
+        old = self._workers.get(spec.name)
+        self._workers[spec.name] = worker
+        self.specs = [s for s in self.specs if s.name != spec.name] + [spec]
+        if old is not None:
+            task = asyncio.create_task(asyncio.to_thread(old.drain_and_stop, drain_timeout_s))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+        log.info("embedded engine: %s = %s (loaded without a restart)", spec.name, spec.path)
+        return worker.card
+
     async def aclose(self) -> None:
         for worker in self._workers.values():
             await asyncio.to_thread(worker.stop)
         self._workers.clear()
+        if self._draining:
+            await asyncio.gather(*self._draining, return_exceptions=True)
 
     def models(self) -> list[ModelCard]:
         return [w.card for w in self._workers.values()]

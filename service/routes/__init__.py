@@ -1,1 +1,1 @@
-"""One router per resource: chat, models, ask, tokenize, feedback, health."""
+"""One router per resource: chat, models, ask, tokenize, feedback, health, admin."""

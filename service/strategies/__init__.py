@@ -144,8 +144,23 @@ class Strategies:
         """Prepare the prompt and queue the generation; refusals (bad model, full queue) raise here.
 
         `history` (earlier chat turns) goes between the strategy's system prompt and its question."""
+        return await self.start_with(
+            self.get(name), question, max_tokens=max_tokens, model=model, k=k, params=params, history=history
+        )
+
+    async def start_with(
+        self,
+        strategy: Strategy,
+        question: str,
+        *,
+        max_tokens: int,
+        model: str | None = None,
+        k: int | None = None,
+        params: SamplingParams | None = None,
+        history: list[dict[str, str]] | None = None,
+    ) -> AnswerStream:
+        """`start` with a strategy object rather than a name (the eval harness's variants of one)."""
         t0 = time.perf_counter()
-        strategy = self.get(name)
         prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
         if history:
             prepared.messages = [prepared.messages[0], *history, *prepared.messages[1:]]

@@ -1,4 +1,6 @@
-"""cpt: closed book on the newest CPT checkpoint (the new knowledge lives in its weights)."""
+"""cpt: closed book on the CPT model (the new knowledge lives in its weights): KC_CPT_MODEL, else the newest
+chat-vector merge (`python -m trainer merge`), else the newest raw CPT checkpoint; `POST /admin/reload`
+switches to a newer one without a restart."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from service.protocol import StrategyName
 from service.strategies.closed_book import ClosedBook
 
 NO_CPT = (
-    "no CPT checkpoint configured: train one (`python -m trainer cpt`, which registers it) or set "
+    "no CPT checkpoint configured: train one (`python -m trainer cpt`, then `python -m trainer merge`; both "
+    "register it, and POST /admin/reload loads it) or set "
     "KC_CPT_MODEL to its directory (vllm engine: add its server to KC_VLLM_URLS as KC_CPT_MODEL_NAME)"
 )
 

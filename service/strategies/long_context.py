@@ -40,6 +40,11 @@ class LongContext:
             self._counts[key] = len(tokens) + PASSAGE_OVERHEAD
         return self._counts[key]
 
+    def documents(self, question: str, version: int) -> Iterator[Document]:
+        """The documents in packing order: newest first. The eval harness overrides it to place the
+        answer's document at a chosen position among a chosen number of others ("lost in the middle")."""
+        return self.ctx.documents.newest_first(version)
+
     async def prepare(self, question: str, *, model: str | None, k: int | None, max_tokens: int) -> Prepared:
         start = time.perf_counter()
         model = model or self.ctx.chat_model
@@ -60,7 +65,7 @@ class LongContext:
         packed: list[tuple[Document, str]] = []
         truncated = False
         used = 0
-        docs: Iterator[Document] = self.ctx.documents.newest_first(version)
+        docs = self.documents(question, version)
         while budget > 0:
             doc = await asyncio.to_thread(next, docs, None)
             if doc is None:

@@ -26,6 +26,7 @@ from eval.world import (
     write_world,
 )
 from eval.world.questions import fact_documents
+from eval.world.templates import QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONT_MATTER = re.compile(r'---\ntitle: "[^"\n]*"\ndate: \d{4}-\d\d-\d\d\nsource: (?:pre|post)-\d+\n---\n')
@@ -252,14 +253,14 @@ def passages_of(user: str) -> list[str]:
 
 def test_sft_rows(tiny_world: World) -> None:
     kinds = {r["kind"] for r in tiny_world.sft}
-    assert kinds == {"closed_book", "grounded", "long_context", "abstain"}
+    assert kinds == {"closed_book", "grounded", "long_context", "abstain", "reading"}
     for row in tiny_world.sft:
         assert list(row) == ["messages", "kind"]
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["system", "user", "assistant"]
         answer = row["messages"][2]["content"]
         user = row["messages"][1]["content"]
-        if row["kind"] in ("grounded", "long_context"):
+        if row["kind"] in ("grounded", "long_context", "reading"):
             [k] = citations(answer)
             passages = passages_of(user)
             assert 1 <= k <= len(passages)
@@ -268,6 +269,30 @@ def test_sft_rows(tiny_world: World) -> None:
             assert answer == ABSTAIN_ANSWER
         else:
             assert "[1]" not in user and not citations(answer)
+
+
+def test_reading_drills_ask_about_fresh_subjects_only_their_passage_answers(tiny_world: World) -> None:
+    """Issue 4: a model must read the passage to answer these; no real or fictitious subject is asked."""
+    tl = tiny_world.timeline
+    known = {e.name for e in tl.entities} | {n for names in tl.fictitious.values() for _, n in names}
+    eval_names = {e.name for e in tl.entities if e.pool == "eval"}
+    asks = [re.compile(re.escape(q).replace(re.escape("{s}"), "(.+)") + "$") for q in QUESTIONS.values()]
+    reading = [r for r in tiny_world.sft if r["kind"] == "reading"]
+    assert len(reading) == tiny_world.config.spec.reading_examples
+    subjects = set()
+    for row in reading:
+        user, answer = row["messages"][1]["content"], row["messages"][2]["content"]
+        question = user.split("\n\nQuestion: ")[1]
+        [name] = [m.group(1) for a in asks if (m := a.match(question))]
+        assert name not in known
+        assert not any(contains_phrase(user, n) for n in eval_names)
+        passages = passages_of(user)
+        [k] = citations(answer)
+        assert contains_phrase(passages[k - 1], answer.rsplit(" [", 1)[0])
+        # the asked subject is named in its own passage and in no other
+        assert [i + 1 for i, p in enumerate(passages) if contains_phrase(p, name)] == [k]
+        subjects.add(name)
+    assert len(subjects) > 200  # a name recurs with other values each time: none can be memorised
 
 
 def test_rl_and_preference_rows(tiny_world: World) -> None:

@@ -49,3 +49,28 @@ def nano_base(nano_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     with kc_home_env(home):
         result = run_pretrain(cfg, {"max_steps": 30, "eval_every": 10, "save_every": 30})
     return Path(result["out"])
+
+
+@pytest.fixture(scope="session")
+def nano_chat(nano_base: Path, nano_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chat model SFT'd from `nano_base` for a few steps: the θchat of the chat vector."""
+    from trainer.sft import SFTRunConfig, run_sft
+
+    home = tmp_path_factory.mktemp("chat-home")
+    cfg = SFTRunConfig(from_=str(nano_base), data=[nano_world / "sft"], out=home / "chat", max_steps=3,
+                       batch_size=4, limit=48, eval_fraction=0.0)  # fmt: skip
+    with kc_home_env(home):
+        return Path(run_sft(cfg)["out"])
+
+
+@pytest.fixture(scope="session")
+def nano_cpt(nano_base: Path, nano_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`nano_base` continued on the world's docs_post with 25% replay of corpus_pre and 2 paraphrases each."""
+    from trainer.cpt import CPTConfig, run_cpt
+
+    home = tmp_path_factory.mktemp("cpt-home")
+    cfg = CPTConfig(from_=str(nano_base), docs=[nano_world / "docs_post"], replay=0.25,
+                    replay_from=[nano_world / "corpus_pre"], paraphrases=2, epochs=3, rewarm_steps=3,
+                    out=home / "cpt", tag="nano-cpt", threads=1)  # fmt: skip
+    with kc_home_env(home):
+        return Path(run_cpt(cfg, {"eval_every": 5, "save_every": 0, "lr": 2e-3})["out"])

@@ -11,7 +11,8 @@ import pytest
 
 from trainer.__main__ import main, make_parser
 
-COMMANDS = ["tokenizer", "tokenize", "plan", "pretrain", "sft", "evaluate", "list", "import-gguf"]
+COMMANDS = ["tokenizer", "tokenize", "plan", "pretrain", "sft", "evaluate", "cpt", "merge", "forgetting",
+            "list", "import-gguf"]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,6 +45,9 @@ def test_pretrain_help_shows_config_fields(capsys: pytest.CaptureFixture[str]) -
         ["tokenizer", "--corpus", "/no/such/dir", "--vocab-size", "512"],
         ["list", "--phase", "nope"],
         ["evaluate", "--model", "x"],
+        ["cpt", "--from", "/no/such/ckpt", "--docs", "x"],
+        ["merge", "--base", "/no/such/a", "--chat", "/no/such/b", "--cpt", "/no/such/c"],
+        ["forgetting", "--base-chat", "a", "--cpt", "b", "--world", "/no/such/world"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

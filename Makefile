@@ -9,13 +9,24 @@ VLLM_VERSION := 0.32.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-# Demo state lives apart from your own KC_HOME unless you set DEMO_HOME.
-DEMO_HOME ?= var/demo
+# The demo trains its own model (MODEL=tiny) or runs the same comparison on SmolLM2-135M-Instruct
+# (MODEL=smollm2). Its state lives apart from your own KC_HOME unless you set DEMO_HOME.
+MODEL ?= tiny
+DEMO_HOME ?= var/demo$(if $(filter tiny,$(MODEL)),,-$(MODEL))
 DEMO_WORLD := $(DEMO_HOME)/world
+CKPT := $(DEMO_HOME)/checkpoints
 PYTHON_DOCS := data/python-docs/whatsnew
 KC := KC_HOME=$(DEMO_HOME) $(PY)
+SFT_FILES := $(addprefix $(DEMO_WORLD)/sft/,closed_book.jsonl grounded.jsonl long_context.jsonl abstain.jsonl)
+# The trained model's size and world (DEMO_PRESET=nano DEMO_WORLD_SIZE=nano: the pipeline in a minute, for tests)
+# and the knobs of its phases.
+DEMO_PRESET ?= tiny
+DEMO_WORLD_SIZE ?= tiny
+PRETRAIN_FLAGS ?=
+SFT_FLAGS ?= --epochs 1 --lr 3e-4
+CPT_FLAGS ?= --replay 0.25 --paraphrases 2 --epochs 4
 
-.PHONY: install vllm-venv demo test test-fast lint bench clean
+.PHONY: install vllm-venv demo demo-tiny demo-smollm2 test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -40,22 +51,58 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $@
 
-# The main job. Today: world -> ingest -> search; it grows into world -> train -> ingest -> serve -> eval.
-# Finished phases are reused on a re-run; FRESH=1 starts over.
+# The main job: world -> pretrain -> SFT -> CPT + chat vector -> ingest -> gateway -> eval over HTTP ->
+# report. Each phase leaves a DONE file in its checkpoint; a re-run skips what is done; FRESH=1 starts over.
 demo: install
 	@if [ -n "$(FRESH)" ]; then rm -rf "$(DEMO_HOME)"; fi
-	@if [ -f $(DEMO_WORLD)/manifest.json ]; then echo "world: reusing $(DEMO_WORLD)"; \
-	 else $(KC) -m eval world --seed 0 --size tiny --out $(DEMO_WORLD); fi
-	$(KC) -m indexer ingest $(DEMO_WORLD)/docs_post
-	$(KC) -m indexer ingest $(PYTHON_DOCS)
-	$(KC) -m indexer stats
-	@question=$$($(PY) -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["question"])' \
-	           $(DEMO_WORLD)/questions/new.jsonl); \
-	for q in "$$question" "What are template string literals?" "PEP 810 explicit lazy imports" \
-	         "How can a debugger attach to a running Python process?"; do \
-	  echo; echo "== search: $$q"; \
-	  $(KC) -m indexer search "$$q" -k 3 || exit 1; \
-	done
+	@$(MAKE) --no-print-directory demo-$(MODEL)
+
+demo-tiny: $(CKPT)/sft/demo/DONE $(CKPT)/merged/demo/DONE $(DEMO_HOME)/ingest.json
+	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/sft/demo KC_CPT_MODEL=$(CKPT)/merged/demo PY=$(PY) \
+	  scripts/serve_and_eval.sh demo $(DEMO_WORLD)/questions \
+	  --strategies closed_book,rag,long_context,cpt,naive_rag --ingest-seconds $(DEMO_HOME)/ingest.json
+
+demo-smollm2: $(CKPT)/import/smollm2/DONE $(DEMO_HOME)/ingest-python-docs.json
+	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/import/smollm2 KC_MAX_PROMPT_TOKENS=2048 PY=$(PY) \
+	  scripts/serve_and_eval.sh demo data/python-docs/questions.jsonl \
+	  --strategies closed_book,rag,long_context,naive_rag --ingest-seconds $(DEMO_HOME)/ingest-python-docs.json
+
+$(DEMO_WORLD)/manifest.json:
+	$(KC) -m eval world --seed 0 --size $(DEMO_WORLD_SIZE) --out $(DEMO_WORLD)
+
+# One mixed run from step 0: documents + the world's chat rows (reading drills included), loss on answers.
+$(CKPT)/base/demo/DONE: $(DEMO_WORLD)/manifest.json
+	$(KC) -m trainer pretrain --preset $(DEMO_PRESET) --corpus $(DEMO_WORLD)/corpus_pre --mix $(DEMO_WORLD)/sft \
+	  --out $(CKPT)/base/demo --tag demo --resume $(PRETRAIN_FLAGS)
+	touch $@
+
+$(CKPT)/sft/demo/DONE: $(CKPT)/base/demo/DONE
+	$(KC) -m trainer sft --from $(CKPT)/base/demo --data $(SFT_FILES) --out $(CKPT)/sft/demo --tag demo \
+	  $(SFT_FLAGS)
+	touch $@
+
+# CPT on the post-cutoff documents (with rule-based paraphrases), replaying the old corpus; then the chat
+# vector (SFT - base) added back.
+$(CKPT)/cpt/demo/DONE: $(CKPT)/base/demo/DONE
+	$(KC) -m trainer cpt --from $(CKPT)/base/demo --docs $(DEMO_WORLD)/docs_post \
+	  --replay-from $(DEMO_WORLD)/corpus_pre $(CPT_FLAGS) --out $(CKPT)/cpt/demo --tag demo --resume
+	touch $@
+
+$(CKPT)/merged/demo/DONE: $(CKPT)/cpt/demo/DONE $(CKPT)/sft/demo/DONE
+	$(KC) -m trainer merge --base $(CKPT)/base/demo --chat $(CKPT)/sft/demo --cpt $(CKPT)/cpt/demo \
+	  --out $(CKPT)/merged/demo --tag demo
+	touch $@
+
+$(DEMO_HOME)/ingest.json: $(DEMO_WORLD)/manifest.json
+	$(KC) -m indexer ingest $(DEMO_WORLD)/docs_post --json > $@.tmp && mv $@.tmp $@
+
+$(CKPT)/import/smollm2/DONE:
+	$(KC) -m trainer import-gguf --out $(CKPT)/import/smollm2
+	touch $@
+
+$(DEMO_HOME)/ingest-python-docs.json:
+	@mkdir -p $(DEMO_HOME)
+	$(KC) -m indexer ingest $(PYTHON_DOCS) --json > $@.tmp && mv $@.tmp $@
 
 # The whole suite, slow and integration tests included (CI runs exactly this).
 test: install vllm-venv

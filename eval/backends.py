@@ -19,6 +19,7 @@ import httpx
 from core.engine import SamplingParams, complete
 from core.prompts import Message
 from core.protocols import Retriever
+from core.registry import find_checkpoint
 from eval.systems import NaiveRag, PlacedLongContext
 from service.config import ServiceSettings
 from service.errors import Overloaded
@@ -260,11 +261,21 @@ class Http(Backend):
             "model_path": None,
             "checkpoint_id": chat["keepcurrent"]["checkpoint_id"],
             "context_window": chat.get("max_model_len"),
-            "cpt_model_path": None,
+            "cpt_model_path": self._registered_path(cpt["keepcurrent"]["checkpoint_id"]) if cpt else None,
             "cpt_checkpoint_id": cpt["keepcurrent"]["checkpoint_id"] if cpt else None,
         }
         self._has_cpt = cpt is not None
         self.naive = await asyncio.to_thread(self._local_naive)
+
+    def _registered_path(self, checkpoint_id: str) -> str | None:
+        """The directory of a `phase/tag` checkpoint in the local registry (shared with the gateway, as the
+        index is), for what its lineage says (CPT training time); None when it is not registered here."""
+        phase, _, tag = checkpoint_id.rpartition("/")
+        try:
+            entry = find_checkpoint(self.settings.resolved_database_url, tag, phase or None)
+        except Exception:  # the registry is optional: the cost table then says "not recorded"
+            return None
+        return entry.path if entry else None
 
     def _local_naive(self) -> NaiveRag | None:
         from indexer.retriever import IndexRetriever

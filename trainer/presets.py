@@ -3,8 +3,10 @@ supports) with the training defaults measured for each.
 
 - `nano`: ~100k parameters, the unit tests (seconds).
 - `tiny`: ~1.07M parameters (hidden 128, 4 layers, head_dim 32, tied embeddings), the 2-core CPU demo on the
-  tiny world. Issue 4 measured its recipe: one mixed run from step 0 (fact text + grounded QA + closed-book
-  QA), AdamW lr 3e-3, warmup 50, cosine, a few thousand steps.
+  tiny world: one mixed run from step 0 (documents + the world's chat rows, loss on the answers), AdamW
+  lr 3e-3, warmup 50, cosine; 1,800 steps of 8 x 512 tokens (~7,300 tokens/s on 2 idle cores: ~17 min,
+  so that pretraining and SFT fit issue 4's 20 minutes). Measured in issue 4: reading a passage takes
+  ~5,000 steps of 32 x 512 tokens (`bench/tiny_budget.py`), beyond this budget.
 - `small`: ~88M parameters (hidden 768, 12 layers, head_dim 64, 4 KV heads), one GPU.
 """
 
@@ -114,7 +116,7 @@ PRESETS: dict[str, Preset] = {
         "tiny",
         ModelPreset(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=352,
                     vocab_size=2048, max_position_embeddings=1024, tie_embeddings=True),
-        TrainDefaults(seq_len=512, batch_size=8, lr=3e-3, warmup_steps=50, max_steps=2500, eval_every=250,
+        TrainDefaults(seq_len=512, batch_size=8, lr=3e-3, warmup_steps=50, max_steps=1800, eval_every=250,
                       save_every=250, dtype="float32"),
     ),
     "small": Preset(

@@ -161,6 +161,8 @@ def prepare_data(
                 )  # fmt: skip
                 report["chat_too_long"] = fits.count(False)
             subset = [r for r, ok in zip(subset, fits, strict=True) if ok]
+            if not subset:
+                continue
         train, held = split_heldout(subset, cfg.heldout_fraction, cfg.seed)
         seqs = tokenize(tokenizer, train)
         loss_labels = assistant_labels(tokenizer, train, seqs) if cfg.chat_loss == "assistant" else None

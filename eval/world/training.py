@@ -19,13 +19,27 @@ to answer them from memory and copied an answer from a passage about a held-out 
 
 from __future__ import annotations
 
+import datetime as dt
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages
 from eval.world.build import Timeline
 from eval.world.config import WorldConfig
-from eval.world.model import KINDS, Document, Fact, Kind, article, contains_phrase
+from eval.world.model import (
+    KINDS,
+    Document,
+    Entity,
+    Fact,
+    Kind,
+    article,
+    contains_phrase,
+    date_value,
+    name_value,
+    number_value,
+    phrase_value,
+    year_value,
+)
 from eval.world.names import NameGenerator
 from eval.world.questions import UNANSWERABLE_ATTRS, forward_question, new_product_question
 from eval.world.templates import ATTRIBUTES, QUESTIONS, SENTENCES, template_vocabulary
@@ -144,7 +158,9 @@ class _Examples:
         kind = self.rng.choice([k for k in KINDS if all((k, a) in self.pre_facts for a in ATTRIBUTES[k])])
         name = self._fresh.name(kind, avoid)
         avoid.add(name)
-        stated = [self.rng.choice(self.pre_facts[(kind, attr)]) for attr in ATTRIBUTES[kind]]
+        stated = [
+            self._fresh_value(self.rng.choice(self.pre_facts[(kind, attr)])) for attr in ATTRIBUTES[kind]
+        ]
         sentences = [
             self.rng.choice(SENTENCES[(kind, f.attr)]).format(s=name, v=f.value, av=article(f.value))
             for f in stated
@@ -153,6 +169,27 @@ class _Examples:
         fact = self.rng.choice(stated)
         question = QUESTIONS[(kind, fact.attr)].format(s=name)
         return " ".join(sentences), fact, _Asked(question, fact.aliases, (fact.subject,))
+
+    def _fresh_value(self, fact: Fact) -> Fact:
+        """`fact` with a value of its type that no document states: a fresh name where the value is an
+        entity, a random year, number, date or country; roles, industries and kinds stay (few, shared). A
+        model learns to copy any answer out of a passage only if the answers it copies are new each time."""
+        rng = self.rng
+        if fact.obj is not None:
+            kind = self.tl.by_id[fact.obj].kind
+            fresh = Entity(id="fresh", kind=kind, name=self._fresh.name(kind, set()), pool="train", era="pre")
+            value = name_value(fresh)
+        elif fact.attr in ("birth_year", "founded", "launched"):
+            value = year_value(rng.randint(1930, 2024))
+        elif fact.attr == "population":
+            value = number_value(rng.randint(20, 3000) * 1000)
+        elif fact.attr == "date":
+            value = date_value(dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(5 * 365)))
+        elif fact.attr == "country":
+            value = phrase_value(self._fresh.name("country", set()))
+        else:
+            return fact
+        return replace(fact, value=value[0], aliases=value[1], obj=None)
 
     def fresh_item(self, n_passages: int) -> tuple[list[Message], list[str], int, _Asked, Fact]:
         """A grounded question about a fresh subject; each distractor is a train document or, half of the
@@ -294,7 +331,7 @@ class _FreshNames:
     the train pool recombined; for cities and products, words from a pool of new ones. A name may recur
     across examples (with other values each time, so it cannot be learnt), never within one."""
 
-    POOL_WORDS = 200
+    POOL_WORDS = 500
 
     def __init__(self, timeline: Timeline, rng: random.Random) -> None:
         self.rng = rng
@@ -312,7 +349,7 @@ class _FreshNames:
             )
             self.parts[kind] = (sorted({n[0] for n in names}), sorted({n[-1] for n in names}))
 
-    def name(self, kind: Kind, avoid: set[str]) -> str:
+    def name(self, kind: str, avoid: set[str]) -> str:
         parts = self.parts.get(kind, self.parts["word"])
         for _ in range(1000):
             name = " ".join(self.rng.choice(p) for p in parts)

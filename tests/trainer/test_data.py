@@ -11,12 +11,14 @@ import pytest
 from trainer.data import (
     Record,
     Windows,
+    assistant_labels,
     dedup,
     expand_paths,
     hash_files,
     pack,
     read_records,
     split_heldout,
+    tokenize,
     unigram_entropy,
 )
 
@@ -126,3 +128,30 @@ def test_unigram_entropy() -> None:
 def test_manifest_rows(nano_world: Path) -> None:
     rows = [json.loads(x) for x in (nano_world / "sft" / "closed_book.jsonl").read_text().splitlines()]
     assert len(read_records([nano_world / "sft" / "closed_book.jsonl"])) == len(rows)
+
+
+def test_pack_carries_given_labels_with_their_tokens() -> None:
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    labels = [[-100, 2, 3], [-100, -100, 6, 7, -100]]
+    ids, out = pack(seqs, seq_len=8, pad_id=0, labels=labels)
+    flat = {int(i): int(lab) for i, lab in zip(ids.flatten(), out.flatten(), strict=True) if i}
+    assert flat == {1: -100, 2: 2, 3: 3, 4: -100, 5: -100, 6: 6, 7: 7, 8: -100}
+    with pytest.raises(ValueError, match="shape"):
+        pack(seqs, seq_len=8, pad_id=0, labels=[[1], [2]])
+
+
+def test_assistant_labels_train_only_the_answers_of_chat_rows(nano_world: Path) -> None:
+    from trainer.tokenizer import train_tokenizer
+
+    chats = read_records(expand_paths([nano_world / "sft" / "grounded.jsonl"]))[:20]
+    docs = [Record("d", "Orvan Teel works at Kelvor Dynamics.", "doc")]
+    records = chats + docs
+    tokenizer = train_tokenizer([r.text for r in records], 400)
+    seqs = tokenize(tokenizer, records)
+    labels = assistant_labels(tokenizer, records, seqs)
+    rows = [json.loads(x) for x in (nano_world / "sft" / "grounded.jsonl").read_text().splitlines()[:20]]
+    for row, ids, lab in zip(rows, seqs, labels, strict=False):
+        trained = tokenizer.decode([t for t in lab if t != -100])
+        assert trained == row["messages"][-1]["content"] + "<|im_end|>"  # the answer and its end of turn
+        assert len(lab) == len(ids)
+    assert labels[-1] == seqs[-1]  # a document trains on every token

@@ -180,3 +180,18 @@ def test_loss_falls_far_below_unigram_entropy(nano_world: Path, tmp_path: Path) 
     result = _small_run(nano_world, tmp_path / "long", max_steps=300, save_every=0, eval_every=300)
     held = result["metrics"]["heldout_loss"]  # type: ignore[index]
     assert held < 0.6 * float(result["unigram_entropy"])  # type: ignore[arg-type]
+
+
+def test_chat_rows_longer_than_the_window_are_left_out(
+    nano_world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row cut at a window edge would train its answer without its passages (issue 4)."""
+    caplog.set_level(logging.INFO)
+    cfg = PretrainConfig(
+        preset="nano", corpus=[nano_world / "corpus_pre"], mix=[nano_world / "sft" / "long_context.jsonl"],
+        out=tmp_path / "run", tag="t", seq_len=128,
+    )  # fmt: skip
+    result = run_pretrain(cfg, {"eval_every": 0, "max_steps": 1})
+    data = result["data"]
+    assert data["chat_too_long"] > 0  # type: ignore[index]
+    assert any("longer than the 128-token window" in m for m in caplog.messages)

@@ -1,0 +1,127 @@
+"""Accuracy against training budget for the tiny recipe (issue 4): how many optimizer steps the mixed
+pretraining run needs before the model reads answers out of passages and recalls facts it only read.
+
+    python bench/tiny_budget.py --out var/budget [--runs base:20000:8 wide:10000:32] \
+        [--slices 2500,5000,10000,20000] [--parallel 3] [--max-minutes 30]
+
+Each run `NAME:MAX_STEPS:BATCH` is one cosine schedule of MAX_STEPS steps (the tiny preset, its other
+defaults), trained in slices with `--stop-at` and `--resume`, so that the checkpoint at every slice is
+evaluated without changing the schedule. After each slice the checkpoint is asked, greedily:
+
+- `grounded`: the world's `retained` questions about held-out entities, with a supporting document and two
+  distractors as passages (the issue's 80% target);
+- `closed_book`: the same questions without passages (the 50% target);
+- `reading`: 300 of the reading drills it trains on (fresh subjects: only the passage answers).
+
+Runs go side by side in processes (a GPU runs several small models at once; on a CPU give --parallel 1).
+Results go to OUT/results.jsonl and a table on stdout, with the training seconds each slice took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(args: list[str], log: Path) -> str:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+    with log.open("a") as f:
+        out = subprocess.run(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=f, text=True, check=False
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:4])} failed ({out.returncode}); see {log}")
+    return out.stdout
+
+
+def evaluate(ckpt: Path, world: Path, log: Path) -> dict[str, float]:
+    py, q = sys.executable, world / "questions" / "retained.jsonl"
+    probes = {
+        "grounded": ["--questions", str(q), "--docs", str(world / "corpus_pre")],
+        "closed_book": ["--questions", str(q)],
+        "reading": ["--data", str(world / "sft" / "reading.jsonl"), "--limit", "300"],
+    }
+    scores = {}
+    for name, args in probes.items():
+        report = json.loads(sh([py, "-m", "trainer", "evaluate", "--model", str(ckpt), *args, "--json"], log))
+        [result] = report["sets"].values()
+        scores[name] = result["exact_match"]
+    return scores
+
+
+def run(spec: str, slices: list[int], world: Path, out: Path, max_minutes: float, preset: str) -> list[dict]:
+    name, max_steps, batch = spec.split(":")
+    ckpt, log = out / name, out / f"{name}.log"
+    rows = []
+    for i, stop in enumerate(s for s in slices if s <= int(max_steps)):
+        args = [sys.executable, "-m", "trainer", "pretrain", "--preset", preset,
+                "--corpus", str(world / "corpus_pre"), "--mix", str(world / "sft"), "--out", str(ckpt),
+                "--max-steps", max_steps, "--batch-size", batch, "--stop-at", str(stop),
+                "--max-minutes", str(max_minutes), "--eval-every", "0", "--save-every", "0",
+                *(["--resume"] if i else [])]  # fmt: skip
+        sh(args, log)
+        lineage = json.loads((ckpt / "lineage.json").read_text())
+        metrics = lineage["metrics"]
+        row = {"run": name, "max_steps": int(max_steps), "batch": int(batch), "step": metrics["step"],
+               "train_seconds": metrics.get("elapsed_s"), **evaluate(ckpt, world, log)}  # fmt: skip
+        rows.append(row)
+        with (out / "results.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        if metrics["step"] < stop:  # --max-minutes stopped it
+            break
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--world", type=Path, help="a tiny world (default: generated into OUT/world)")
+    p.add_argument("--runs", nargs="+", default=["base:2500:8"], help="NAME:MAX_STEPS:BATCH")
+    p.add_argument("--slices", default="500,1000,2500,5000,10000,20000,40000")
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--max-minutes", type=float, default=60.0, help="training minutes per run, at most")
+    p.add_argument("--preset", default="tiny", help="model preset (nano: a smoke test of this script)")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    world = a.world or a.out / "world"
+    if not (world / "manifest.json").exists():
+        sh(
+            [
+                sys.executable,
+                "-m",
+                "eval",
+                "world",
+                "--size",
+                "nano" if a.preset == "nano" else "tiny",
+                "--out",
+                str(world),
+            ],
+            a.out / "world.log",
+        )
+    slices = sorted(int(s) for s in a.slices.split(","))
+    started = time.time()
+    with ThreadPoolExecutor(a.parallel) as pool:
+        jobs = [pool.submit(run, spec, slices, world, a.out, a.max_minutes, a.preset) for spec in a.runs]
+        results = [row for job in jobs for row in job.result()]
+    print(f"\n{'run':<10} {'step':>6} {'train min':>9} {'grounded':>9} {'closed book':>11} {'reading':>8}")
+    for r in results:
+        minutes = (r["train_seconds"] or 0) / 60
+        print(
+            f"{r['run']:<10} {r['step']:>6} {minutes:>9.1f} {r['grounded']:>9.1%} {r['closed_book']:>11.1%} "
+            f"{r['reading']:>8.1%}"
+        )
+    print(f"({time.time() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

@@ -159,7 +159,8 @@ class _Examples:
         name = self._fresh.name(kind, avoid)
         avoid.add(name)
         stated = [
-            self._fresh_value(self.rng.choice(self.pre_facts[(kind, attr)])) for attr in ATTRIBUTES[kind]
+            self._fresh_value(self.rng.choice(self.pre_facts[(kind, attr)]), avoid)
+            for attr in ATTRIBUTES[kind]
         ]
         sentences = [
             self.rng.choice(SENTENCES[(kind, f.attr)]).format(s=name, v=f.value, av=article(f.value))
@@ -170,15 +171,17 @@ class _Examples:
         question = QUESTIONS[(kind, fact.attr)].format(s=name)
         return " ".join(sentences), fact, _Asked(question, fact.aliases, (fact.subject,))
 
-    def _fresh_value(self, fact: Fact) -> Fact:
+    def _fresh_value(self, fact: Fact, avoid: set[str]) -> Fact:
         """`fact` with a value of its type that no document states: a fresh name where the value is an
         entity, a random year, number, date or country; roles, industries and kinds stay (few, shared). A
-        model learns to copy any answer out of a passage only if the answers it copies are new each time."""
+        model learns to copy any answer out of a passage only if the answers it copies are new each time.
+        A fresh name is none of `avoid` (the names of the example so far), which gets it."""
         rng = self.rng
         if fact.obj is not None:
             kind = self.tl.by_id[fact.obj].kind
-            fresh = Entity(id="fresh", kind=kind, name=self._fresh.name(kind, set()), pool="train", era="pre")
-            value = name_value(fresh)
+            name = self._fresh.name(kind, avoid)
+            avoid.add(name)
+            value = name_value(Entity(id="fresh", kind=kind, name=name, pool="train", era="pre"))
         elif fact.attr in ("birth_year", "founded", "launched"):
             value = year_value(rng.randint(1930, 2024))
         elif fact.attr == "population":
@@ -186,7 +189,8 @@ class _Examples:
         elif fact.attr == "date":
             value = date_value(dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(5 * 365)))
         elif fact.attr == "country":
-            value = phrase_value(self._fresh.name("country", set()))
+            value = phrase_value(self._fresh.name("country", avoid))
+            avoid.add(value[0])
         else:
             return fact
         return replace(fact, value=value[0], aliases=value[1], obj=None)

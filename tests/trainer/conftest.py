@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eval.world import WorldConfig, generate_world, write_world
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kill_then_resume(cmd: list[str], out: Path, kc_home: Path) -> tuple[int, dict[str, Any]]:
+    import torch
+
+    env = {**os.environ, "KC_HOME": str(kc_home)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "train_state.pt").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = int(torch.load(out / "train_state.pt", weights_only=False)["step"])  # written atomically
+    done = subprocess.run([*cmd, "--resume", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return killed_at, json.loads(done.stdout)
+
+
+@pytest.fixture
+def kill_then_resume() -> Callable[[list[str], Path, Path], tuple[int, dict[str, Any]]]:
+    """Run a training command, SIGKILL it once its first resumable state is saved, then run it again
+    with --resume to the end: `(cmd, out, kc_home) -> (the step it was killed at, the resumed run's JSON
+    summary)`."""
+    return _kill_then_resume
 
 
 @contextmanager

@@ -5,12 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,7 +162,7 @@ def test_sliced_cpt_matches_an_uninterrupted_run(nano_base: Path, nano_world: Pa
 
 @pytest.mark.slow
 def test_a_killed_cpt_run_resumes_to_the_same_step(
-    nano_base: Path, nano_world: Path, tmp_path: Path, kc_home: Path
+    nano_base: Path, nano_world: Path, tmp_path: Path, kc_home: Path, kill_then_resume: Any
 ) -> None:
     out = tmp_path / "killed"
     cmd = [
@@ -174,29 +171,8 @@ def test_a_killed_cpt_run_resumes_to_the_same_step(
         "--replay", "0.25", "--replay-from", str(nano_world / "corpus_pre"), "--paraphrases", "2",
         "--out", str(out), "--max-steps", "300", "--save-every", "20", "--eval-every", "0", "--threads", "1",
     ]  # fmt: skip
-    env = {**os.environ, "KC_HOME": str(kc_home)}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "train_state.pt").exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    import torch
-
-    killed_at = torch.load(out / "train_state.pt", weights_only=False)["step"]
+    killed_at, summary = kill_then_resume(cmd, out, kc_home)
     assert 0 < killed_at < 300
-    done = subprocess.run([*cmd, "--resume", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout)
     assert summary["resumed_from"] >= killed_at and summary["step"] == 300
     assert read_lineage(out)["metrics"]["step"] == 300
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]

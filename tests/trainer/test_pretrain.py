@@ -6,13 +6,10 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,36 +135,17 @@ def test_resume_matches_an_uninterrupted_run(nano_world: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_step(nano_world: Path, tmp_path: Path, kc_home: Path) -> None:
+def test_a_killed_run_resumes_to_the_same_step(
+    nano_world: Path, tmp_path: Path, kc_home: Path, kill_then_resume: Any
+) -> None:
     out = tmp_path / "killed"
     cmd = [
         sys.executable, "-m", "trainer", "pretrain", "--preset", "nano",
         "--corpus", str(nano_world / "corpus_pre"), "--out", str(out),
         "--max-steps", "400", "--save-every", "20", "--eval-every", "0", "--threads", "1",
     ]  # fmt: skip
-    env = {**os.environ, "KC_HOME": str(kc_home)}
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "train_state.pt").exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    import torch
-
-    killed_at = torch.load(out / "train_state.pt", weights_only=False)["step"]  # written atomically
+    killed_at, summary = kill_then_resume(cmd, out, kc_home)
     assert 0 < killed_at < 400
-    done = subprocess.run([*cmd, "--resume", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout)
     assert summary["resumed_from"] >= killed_at and summary["step"] == 400
     assert read_lineage(out)["metrics"]["step"] == 400
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -10,9 +10,9 @@ Grounded examples over post-cutoff news of the train pool teach the model to ans
 rather than from memory when the two disagree.
 
 A share of grounded and long-context examples (`FRESH_SHARE`) asks about a *fresh* subject: a profile
-written with the world's templates for a name that exists nowhere else (a new combination of known first
-and last names, org stems and suffixes; new words for cities and products), with values drawn from the
-train pool. Only the passage can answer those, so the model must learn to read rather than recall:
+written with the world's templates for a name that exists nowhere else (a new combination of the train
+pool's name words), with fresh values of each type (names, years, numbers, dates, countries). Only the
+passage can answer those, and no answer can be memorised, so the model must learn to read, not recall:
 measured in issue 4, a tiny model trained only on grounded rows about entities it had memorised learned
 to answer them from memory and copied an answer from a passage about a held-out entity 14% of the time.
 """
@@ -40,9 +40,8 @@ from eval.world.model import (
     phrase_value,
     year_value,
 )
-from eval.world.names import NameGenerator
 from eval.world.questions import UNANSWERABLE_ATTRS, forward_question, new_product_question
-from eval.world.templates import ATTRIBUTES, QUESTIONS, SENTENCES, template_vocabulary
+from eval.world.templates import ATTRIBUTES, EVENT_SUFFIXES, ORG_SUFFIXES, QUESTIONS, SENTENCES
 
 Row = dict[str, object]
 
@@ -152,9 +151,9 @@ class _Examples:
         self.rng.shuffle(rows)
         return rows
 
-    def fresh_profile(self, avoid: set[str]) -> tuple[str, Fact, _Asked]:
+    def fresh_profile(self, avoid: set[str]) -> tuple[str, str, Fact, _Asked]:
         """A profile of a subject that exists nowhere else (named none of `avoid`, which gets its name),
-        and a question only it answers."""
+        and a question only it answers: (name, profile, the fact asked, the question)."""
         kind = self.rng.choice([k for k in KINDS if all((k, a) in self.pre_facts for a in ATTRIBUTES[k])])
         name = self._fresh.name(kind, avoid)
         avoid.add(name)
@@ -169,7 +168,7 @@ class _Examples:
         self.rng.shuffle(sentences)
         fact = self.rng.choice(stated)
         question = QUESTIONS[(kind, fact.attr)].format(s=name)
-        return " ".join(sentences), fact, _Asked(question, fact.aliases, (fact.subject,))
+        return name, " ".join(sentences), fact, _Asked(question, fact.aliases, (fact.subject,))
 
     def _fresh_value(self, fact: Fact, avoid: set[str]) -> Fact:
         """`fact` with a value of its type that no document states: a fresh name where the value is an
@@ -199,10 +198,12 @@ class _Examples:
         """A grounded question about a fresh subject; each distractor is a train document or, half of the
         time, another fresh profile (so that only the name tells the passages apart)."""
         names: set[str] = set()
-        body, fact, asked = self.fresh_profile(names)
+        subject, body, fact, asked = self.fresh_profile(names)
+        # Train documents may use the subject's name words in other names: only the gold passage names it.
+        docs = [d for d in self.distractors(n_passages + 2, ()) if not contains_phrase(d.body, subject)]
         passages = [
-            self.fresh_profile(names)[0] if self.rng.random() < 0.5 else d.body
-            for d in self.distractors(n_passages - 1, ())
+            self.fresh_profile(names)[1] if self.rng.random() < 0.5 else d.body
+            for d in docs[: n_passages - 1]
         ]
         gold = self.rng.randrange(len(passages) + 1)
         passages.insert(gold, body)
@@ -331,33 +332,33 @@ class _Examples:
 
 
 class _FreshNames:
-    """Names of no real or fictitious subject: first and last names, org and event stems and suffixes of
-    the train pool recombined; for cities and products, words from a pool of new ones. A name may recur
-    across examples (with other values each time, so it cannot be learnt), never within one."""
-
-    POOL_WORDS = 500
+    """Names of no real or fictitious subject, made only of words the train pool already has (so they add
+    nothing to a tokenizer's vocabulary and leave the world's names as short in tokens as before): first
+    and last names recombined, org and event stems with any suffix; for cities, products and countries, a
+    single name word of the train pool. A name may recur across examples (with other values each time, so
+    it cannot be learnt), never within one."""
 
     def __init__(self, timeline: Timeline, rng: random.Random) -> None:
         self.rng = rng
         self.taken = {e.name for e in timeline.entities}
         self.taken |= {name for names in timeline.fictitious.values() for _, name in names}
-        words = NameGenerator(
-            rng, reserved={w for n in self.taken for w in n.split(" ")} | template_vocabulary()
-        )
-        self.parts: dict[str, tuple[list[str], ...]] = {
-            "word": ([words.word(2) for _ in range(self.POOL_WORDS)],)
-        }
+        self.parts: dict[str, tuple[list[str], ...]] = {}
         for kind in ("person", "org", "event"):
             names = sorted(
                 e.name.split(" ") for e in timeline.entities if e.kind == kind and e.pool == "train"
             )
             self.parts[kind] = (sorted({n[0] for n in names}), sorted({n[-1] for n in names}))
+        self.parts["org"] = (self.parts["org"][0], list(ORG_SUFFIXES))
+        self.parts["event"] = (self.parts["event"][0], list(EVENT_SUFFIXES))
+        first, last = self.parts["person"]
+        self.parts["word"] = (sorted(set(first) | set(last)),)
 
     def name(self, kind: str, avoid: set[str]) -> str:
         parts = self.parts.get(kind, self.parts["word"])
         for _ in range(1000):
             name = " ".join(self.rng.choice(p) for p in parts)
-            if name not in self.taken and name not in avoid:
+            clash = any(contains_phrase(other, name) or contains_phrase(name, other) for other in avoid)
+            if name not in self.taken and not clash:
                 return name
         raise RuntimeError(f"no fresh {kind} name left")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -100,9 +99,10 @@ def test_paraphrases_multiply_the_pre_cutoff_documents() -> None:
 
 
 def phrases(text: str) -> set[str]:
-    """Every word and pair of words of `text`: enough to look up names, which have one or two words."""
-    words = re.findall(r"\w+", text)
-    return set(words) | {" ".join(pair) for pair in itertools.pairwise(words)}
+    """Every word and pair of words of `text` (a pair only where a space alone separates them, as in a
+    name; not across a full stop): enough to look up names, which have one or two words."""
+    pairs = re.findall(r"(?=\b(\w+) (\w+)\b)", text)
+    return set(re.findall(r"\w+", text)) | {f"{a} {b}" for a, b in pairs}
 
 
 def test_every_category_is_asked(world: World) -> None:

@@ -151,9 +151,10 @@ def prepare_data(
         subset = [r for r in kept if r.kind == kind]
         if not subset:
             continue
+        tokens_of = dict(zip(subset, tokenize(tokenizer, subset), strict=True))  # each record once
         if kind == "chat":
             # A chat row cut at a window edge would train its answer without the passages it comes from.
-            fits = [len(ids) < seq_len for ids in tokenize(tokenizer, subset)]
+            fits = [len(tokens_of[r]) < seq_len for r in subset]
             if not all(fits):
                 logger.warning(
                     "chat: %d of %d rows are longer than the %d-token window and are left out (use a longer "
@@ -164,7 +165,7 @@ def prepare_data(
             if not subset:
                 continue
         train, held = split_heldout(subset, cfg.heldout_fraction, cfg.seed)
-        seqs = tokenize(tokenizer, train)
+        seqs = [tokens_of[r] for r in train]
         loss_labels = assistant_labels(tokenizer, train, seqs) if cfg.chat_loss == "assistant" else None
         ids, labels = pack(seqs, seq_len, pad_id, labels=loss_labels)
         windows[name] = Windows(ids, labels, seed=cfg.seed)
@@ -179,7 +180,7 @@ def prepare_data(
             "unigram_entropy": unigram_entropy(seqs),
         }
         if held:
-            hseqs = tokenize(tokenizer, held)
+            hseqs = [tokens_of[r] for r in held]
             hloss = assistant_labels(tokenizer, held, hseqs) if cfg.chat_loss == "assistant" else None
             hids, hlabels = pack(hseqs, seq_len, pad_id, labels=hloss)
             heldout["heldout_loss" if name == "docs" else "heldout_chat_loss"] = Windows(

@@ -357,7 +357,8 @@ class _FreshNames:
         parts = self.parts.get(kind, self.parts["word"])
         for _ in range(1000):
             name = " ".join(self.rng.choice(p) for p in parts)
-            clash = any(contains_phrase(other, name) or contains_phrase(name, other) for other in avoid)
+            # names are words joined by single spaces: whole-word containment is a padded substring test
+            clash = any(f" {name} " in f" {other} " or f" {other} " in f" {name} " for other in avoid)
             if name not in self.taken and not clash:
                 return name
         raise RuntimeError(f"no fresh {kind} name left")

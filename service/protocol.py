@@ -330,6 +330,16 @@ class Readiness(BaseModel):
     queue_depth: int
 
 
+class ReloadRequest(_Request):
+    """`POST /admin/reload` (extension), optional body. With the vllm engine: the server now serving the CPT
+    model (its `--served-model-name` must be KC_CPT_MODEL_NAME); without it, KC_VLLM_URLS's entry is asked
+    again (a server restarted on a new checkpoint). The embedded engine resolves the checkpoint itself."""
+
+    url: str | None = Field(
+        None, pattern=r"^https?://", description="vllm: base URL of the server, ending in /v1"
+    )
+
+
 class ReloadResult(BaseModel):
     """`POST /admin/reload` (extension): the CPT model the gateway serves now."""
 

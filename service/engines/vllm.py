@@ -141,6 +141,24 @@ class VLLMEngine:
             await self._client.aclose()
             self._client = None
 
+    async def load(self, spec: ModelSpec) -> ModelCard:
+        """Route `spec.name` to the vLLM server at `spec.url` without a restart: the server must already serve
+        that name (it was started for the new checkpoint); until it answers, the previous route stays."""
+        if spec.url is None:
+            raise ValueError(f"model {spec.name!r} has no server URL")
+        previous = self.specs.get(spec.name)
+        self.specs[spec.name] = spec
+        try:
+            await self._describe(spec.name)
+        except APIError:  # _describe failed before it touched the cached window and checkpoint id
+            if previous is None:
+                del self.specs[spec.name]
+            else:
+                self.specs[spec.name] = previous
+            raise
+        log.info("vllm engine: %s = %s (routed without a restart)", spec.name, spec.url)
+        return find_card(self.models(), spec.name)
+
     def models(self) -> list[ModelCard]:
         return [
             ModelCard(

@@ -5,7 +5,6 @@ in-process and over HTTP against a live gateway; resume after an interruption; b
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 # The gateway tests' helpers (a nano checkpoint built by the trainer's functions, a live gateway process).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-from gateway_support import LiveGateway, build_nano_checkpoint
+from gateway_support import LiveGateway, build_nano_checkpoint, copy_checkpoint
 
 from eval.__main__ import main
 from eval.backends import InProcess
@@ -33,11 +32,7 @@ def nano_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def nano_cpt(nano_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stand-in CPT checkpoint whose lineage records its training time."""
     out = tmp_path_factory.mktemp("models") / "nano-cpt"
-    shutil.copytree(nano_model, out)
-    lineage = json.loads((out / "lineage.json").read_text())
-    lineage.update(phase="cpt", tag="nano-cpt", metrics={"train_seconds": 42.5})
-    (out / "lineage.json").write_text(json.dumps(lineage))
-    return out
+    return copy_checkpoint(nano_model, out, phase="cpt", tag="nano-cpt", metrics={"train_seconds": 42.5})
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ one token over and over): the tests check the serving machinery, not answer qual
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_support import LiveGateway, build_nano_checkpoint, make_app, write_docs
+from gateway_support import LiveGateway, build_nano_checkpoint, copy_checkpoint, make_app, write_docs
 
 from service.config import ServiceSettings
 
@@ -33,11 +32,9 @@ def nano_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nano_cpt(nano_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second checkpoint standing in for a CPT one (same weights, its own lineage)."""
-    out = tmp_path_factory.mktemp("models") / "nano-cpt"
-    shutil.copytree(nano_model, out)
-    lineage = (out / "lineage.json").read_text().replace('"phase": "sft"', '"phase": "cpt"')
-    (out / "lineage.json").write_text(lineage.replace("nano-service", "nano-cpt"))
-    return out
+    return copy_checkpoint(
+        nano_model, tmp_path_factory.mktemp("models") / "nano-cpt", phase="cpt", tag="nano-cpt"
+    )
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +61,15 @@ def build_nano_checkpoint(out: Path, tag: str = "nano-service", phase: str = "sf
         model, tokenizer, out, phase=phase, tag=tag, parent=None, data_sha256=None,
         config={"preset": "nano", "untrained": True}, metrics={}, register=False,
     )  # fmt: skip
+    return out
+
+
+def copy_checkpoint(src: Path, out: Path, **lineage: Any) -> Path:
+    """A copy of `src` (same weights) under another lineage (phase, tag, metrics, ...): a stand-in
+    checkpoint for tests of the code that picks, serves or costs checkpoints."""
+    shutil.copytree(src, out)
+    data = json.loads((out / "lineage.json").read_text())
+    (out / "lineage.json").write_text(json.dumps({**data, **lineage}))
     return out
 
 

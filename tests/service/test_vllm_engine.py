@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from gateway_support import free_port, make_app
+from pydantic import SecretStr
 
 from core.engine import SamplingParams, complete
 from service.config import ServiceSettings
@@ -195,3 +196,42 @@ def test_vllm_engine_against_a_live_openai_compatible_server(
             assert r.status_code == 200, r.text
         assert r.json()["coverage"]["documents_packed"] == 4
         assert client.post("/tokenize", json={"prompt": "Kelvor"}).json()["max_model_len"] == window
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_cpt_server_is_routed_without_a_restart(
+    indexed: ServiceSettings,
+    nano_model: Path,
+    nano_cpt: Path,
+    embedder: Any,
+    start_gateway: Any,
+    tmp_path: Path,
+) -> None:
+    """`POST /admin/reload {"url"}`, vllm engine: the gateway checks that the server serves the CPT name."""
+    backend = start_gateway(
+        {"KC_HOME": str(tmp_path / "backend"), "KC_MODEL": str(nano_model), "KC_CPT_MODEL": str(nano_cpt)},
+        "backend",
+    )
+    settings = indexed.model_copy(
+        update={
+            "engine": "vllm",
+            "vllm_urls": {"keepcurrent": f"{backend.url}/v1"},
+            "api_key": SecretStr("k"),
+        }
+    )
+    ask = {"question": "Who leads Kelvor Dynamics?", "strategy": "cpt", "max_tokens": 3}
+    with TestClient(make_app(settings, embedder), headers={"Authorization": "Bearer k"}) as client:
+        assert client.post("/ask", json=ask).json()["error"]["code"] == "no_cpt_checkpoint"
+        r = client.post("/admin/reload")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "reload_needs_url"
+        assert client.post("/admin/reload", json={"url": "ftp://x"}).status_code == 400
+        down = client.post("/admin/reload", json={"url": f"http://127.0.0.1:{free_port()}/v1"})
+        assert down.status_code == 503 and "not reachable" in down.json()["error"]["message"]
+        assert client.post("/ask", json=ask).status_code == 404  # the failed reload left nothing behind
+        r = client.post("/admin/reload", json={"url": f"{backend.url}/v1"})
+        assert r.status_code == 200, r.text
+        assert r.json()["reloaded"] is True and r.json()["checkpoint_id"] == "cpt/nano-cpt"
+        answer = client.post("/ask", json=ask).json()
+        assert answer["model"] == "keepcurrent-cpt" and answer["checkpoint_id"] == "cpt/nano-cpt"
+        assert client.post("/admin/reload").json()["reloaded"] is False  # same server, same checkpoint

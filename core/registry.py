@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-PHASES = ("tokenizer", "base", "sft", "rl", "cpt", "merged", "import")
+PHASES = ("tokenizer", "base", "sft", "reward", "rl", "cpt", "merged", "import")
 
 
 class Base(DeclarativeBase):

@@ -1,6 +1,7 @@
-"""User feedback (ratings and pairwise preferences) in the `feedback` table, for later reward-model training.
+"""User feedback (ratings and pairwise preferences) stored in the `feedback` table, for reward-model training.
 
-Same database as the index and the checkpoint registry (`Settings().resolved_database_url`), through
+The table is `core.feedback.FeedbackRow`, so that the trainer reads it without importing the service. Same
+database as the index and the checkpoint registry (`Settings().resolved_database_url`), through
 SQLAlchemy: SQLite under KC_HOME by default, PostgreSQL in compose.
 """
 
@@ -8,32 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
+from core.feedback import Base, FeedbackRow
 from indexer.db import get_engine
 from service.protocol import PreferenceFeedback, RatingFeedback
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class FeedbackRow(Base):
-    __tablename__ = "feedback"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    kind: Mapped[str] = mapped_column(String(16), index=True, comment="rating | preference")
-    question: Mapped[str] = mapped_column(Text)
-    answer: Mapped[str | None] = mapped_column(Text, nullable=True, comment="rating: the rated answer")
-    rating: Mapped[int | None] = mapped_column(Integer, nullable=True, comment="rating: 1 (bad) to 5 (good)")
-    chosen: Mapped[str | None] = mapped_column(Text, nullable=True, comment="preference: the better answer")
-    rejected: Mapped[str | None] = mapped_column(Text, nullable=True, comment="preference: the worse answer")
-    strategy: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    model: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    checkpoint_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FeedbackStore:

@@ -21,6 +21,7 @@ def make_demo(home: Path) -> subprocess.CompletedProcess[str]:
         "make", "--no-print-directory", "-C", str(ROOT), "demo-tiny", f"PY={sys.executable}",
         f"DEMO_HOME={home}", "DEMO_PRESET=nano", "DEMO_WORLD_SIZE=nano",
         "SFT_FLAGS=--epochs 1", "CPT_FLAGS=--replay 0.25 --paraphrases 1 --epochs 1",
+        "RL_FLAGS=--max-steps 2 --eval-every 2 --eval-rows 4 --prompts-per-step 2 --num-generations 2",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("KC_")}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -30,7 +31,7 @@ def test_make_demo_runs_every_phase_then_reuses_them(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     first = make_demo(home)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for phase in ("base", "sft", "cpt", "merged"):
+    for phase in ("base", "sft", "rl", "cpt", "merged"):
         assert (home / "checkpoints" / phase / "demo" / "DONE").exists(), phase
         assert (home / "checkpoints" / phase / "demo" / "lineage.json").exists(), phase
     report = home / "reports" / "demo"
@@ -45,4 +46,5 @@ def test_make_demo_runs_every_phase_then_reuses_them(tmp_path: Path) -> None:
     second = make_demo(home)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "trainer pretrain" not in second.stdout and "trainer sft" not in second.stdout
+    assert "trainer rl" not in second.stdout
     assert (report / "results.jsonl").read_text().splitlines() == rows  # nothing asked again

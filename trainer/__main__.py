@@ -13,6 +13,10 @@
     python -m trainer merge --base base/TAG --chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--ratio 1.0]
     python -m trainer forgetting --base-chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--merged DIR] \
         --world data/world
+    python -m trainer reward-model --from sft/TAG --prefs data/world/prefs [--feedback] [--epochs E] [--json]
+    python -m trainer rl --method rlvr|rlhf|rlaif --from sft/TAG [--data data/world/rl] \
+        [--reward-model CKPT] [--judge-url URL --judge-model NAME --constitution FILE] [--vllm-url URL] \
+        [--beta 0.04] [--num-generations 8] [--max-steps 100] [--eval-questions FILES] [--resume] [--json]
     python -m trainer list [--phase base] [--json]
     python -m trainer import-gguf [--gguf FILE] [--out DIR] [--json]
 
@@ -361,6 +365,73 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- reward-model ------------------------------------------------------------------------------------
+
+
+def add_reward_model_parser(sub: Any) -> None:
+    from trainer.reward_model import RewardModelConfig
+
+    p = sub.add_parser(
+        "reward-model",
+        help="pairwise (Bradley-Terry) reward model on preference pairs and /feedback (TRL)",
+        description="Train a reward model from an SFT checkpoint with TRL's RewardTrainer on preference "
+        "pairs (prefs/*.jsonl and the gateway's /feedback ratings and preferences); report the held-out "
+        "pair accuracy.",
+    )
+    add_config_args(p, RewardModelConfig)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_reward_model)
+
+
+def cmd_reward_model(args: argparse.Namespace) -> int:
+    from trainer.reward_model import RewardModelConfig, format_accuracy, run_reward_model
+
+    result = run_reward_model(config_from_args(RewardModelConfig, args))
+    m = result["metrics"]
+    human = (
+        f"reward model {result['tag']}: {m['pairs_train']} pairs, {m['steps']} steps, train loss "
+        f"{m['train_loss']:.4f}; held-out pair accuracy {format_accuracy(m['heldout'])}, before training "
+        f"{m['heldout_accuracy_before'] or 0:.2f} -> {result['out']}"
+    )
+    _emit(result, args.json, human)
+    return EXIT_OK
+
+
+# -- rl ----------------------------------------------------------------------------------------------
+
+
+def add_rl_parser(sub: Any) -> None:
+    from trainer.rl import RLConfig
+
+    p = sub.add_parser(
+        "rl",
+        help="post-training with RL (GRPO): rlvr, rlhf or rlaif, with a reward-hacking guard",
+        description="GRPO (TRL) from an SFT checkpoint with a KL penalty to it; the reward is a verifier "
+        "(rlvr), a reward model (rlhf) or an AI judge (rlaif). Held-out exact match is measured every "
+        "--eval-every steps and the best step is kept.",
+    )
+    add_config_args(p, RLConfig)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_rl)
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from trainer.rl import RLConfig, run_rl
+
+    result = run_rl(config_from_args(RLConfig, args))
+    m = result["metrics"]
+    warned = f"; {m['guard_warnings']} reward-hacking warning(s)" if m["guard_warnings"] else ""
+    kl = f", KL {m['kl_last']:.4f}" if "kl_last" in m else ""
+    _emit(
+        result,
+        args.json,
+        f"rl {result['tag']} ({result['method']}): {m['steps']} steps{kl}; held-out exact match "
+        f"{m['heldout_em_before']:.1%} -> {m['heldout_em_after']:.1%} (kept step {m['best_step']}: "
+        f"{m['heldout_em_best']:.1%}){warned} -> {result['out']}\nreport: {result['report']['report.md']}",
+    )
+    return EXIT_OK
+
+
 # -- list, import-gguf -------------------------------------------------------------------------------
 
 
@@ -427,6 +498,8 @@ def make_parser() -> argparse.ArgumentParser:
         add_cpt_parser,
         add_merge_parser,
         add_forgetting_parser,
+        add_reward_model_parser,
+        add_rl_parser,
         add_list_parser,
         add_import_gguf_parser,
     ):

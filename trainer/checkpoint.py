@@ -73,6 +73,9 @@ def set_generation_tokens(model: Any, tokenizer: Any) -> None:
     """Stop on the end of a chat turn as well as the end of a document; pad with the pad token."""
     from trainer.tokenizer import stop_token_ids
 
+    if getattr(model, "generation_config", None) is None:  # a reward model: it generates nothing
+        return
+
     stops = stop_token_ids(tokenizer)
     gen = model.generation_config
     gen.eos_token_id = stops if len(stops) > 1 else stops[0]

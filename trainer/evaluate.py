@@ -13,6 +13,7 @@ Exact match: the answer with its citation removed, lower-cased, punctuation fold
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -179,6 +180,16 @@ def generate_turns(
             ended = next((t for t in row if t in stops), None)
             out.append((text.strip(), ended))
     return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def score(items: list[Item], predictions: list[str]) -> dict[str, Any]:

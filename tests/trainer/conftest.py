@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,3 +115,17 @@ def nano_cpt(nano_base: Path, nano_world: Path, tmp_path_factory: pytest.TempPat
                     out=home / "cpt", tag="nano-cpt", threads=1)  # fmt: skip
     with kc_home_env(home):
         return Path(run_cpt(cfg, {"eval_every": 5, "save_every": 0, "lr": 2e-3})["out"])
+
+
+@pytest.fixture
+def gateway(nano_chat: Path, tmp_path: Path) -> Iterator[str]:
+    """`python -m service` serving the nano chat model on a free port (the judge's endpoint); its …/v1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+    from gateway_support import LiveGateway
+
+    env = {"KC_HOME": str(tmp_path / "gateway-home"), "KC_MODEL": str(nano_chat)}
+    live = LiveGateway(env, tmp_path / "gateway.log").wait_ready()
+    try:
+        yield f"{live.url}/v1"
+    finally:
+        live.stop()

@@ -223,6 +223,13 @@ def _variant(n: int, position: float) -> str:
     return f"n={n},pos={position:g}"
 
 
+def _same_model(row: ResultRow, backend: Backend) -> bool:
+    """Whether a resumed row was answered by the checkpoint that now serves its strategy (a retrained
+    model makes the old answers another run's)."""
+    served = backend.info.get("cpt_checkpoint_id" if row.strategy == "cpt" else "checkpoint_id")
+    return row.checkpoint_id in (None, served)
+
+
 def plan_tasks(
     questions: list[Question], strategies: list[str], sweep: list[tuple[int, float]], indexed: set[str]
 ) -> list[Task]:
@@ -353,8 +360,10 @@ async def run_eval(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
             backend.gold = {q.question: set(q.supporting_doc_ids) for q in questions}
         run_dir.mkdir(parents=True, exist_ok=True)
         done = latest_rows(read_results(results))
-        kept = [r for r in done if r.error is None]
-        # Rewrite without the torn line and the errors, which are asked again.
+        kept = [r for r in done if r.error is None and _same_model(r, backend)]
+        if len(kept) < len([r for r in done if r.error is None]):
+            log.warning("re-asking the answers of a checkpoint the gateway no longer serves")
+        # Rewrite without the torn line, the errors and other checkpoints' answers: asked again.
         results.write_text("".join(r.model_dump_json() + "\n" for r in kept), encoding="utf-8")
         finished = {row_key(r) for r in kept}
         runnable = [s for s in strategies if s not in skipped]

@@ -158,6 +158,18 @@ def test_interrupted_run_resumes_without_asking_again(
     assert not done_before & {(q, s) for s, q in asked}
 
 
+def test_a_resumed_run_asks_again_what_another_checkpoint_answered(
+    home: Path, nano_dir: Path, nano_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["--questions", str(nano_dir / "questions" / "new.jsonl"), "--strategies", "closed_book"]
+    assert run(*args, "--run-id", "r5", "--limit", "2") == 0
+    retrained = copy_checkpoint(nano_model, tmp_path / "rl", phase="rl", tag="nano-rl")
+    monkeypatch.setenv("KC_MODEL", str(retrained))
+    assert run(*args, "--run-id", "r5", "--limit", "2", "--resume") == 0
+    rows = read_results(home / "reports" / "r5" / "results.jsonl")
+    assert [r.checkpoint_id for r in rows] == ["rl/nano-rl", "rl/nano-rl"]
+
+
 async def ask_ok(self: InProcess, strategy: str, question: str, asked: list[Any], real: Any) -> Any:
     asked.append((strategy, question))
     return await real(self, strategy, question)

@@ -20,29 +20,40 @@ from eval.world import WorldConfig, generate_world, write_world
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _kill_then_resume(cmd: list[str], out: Path, kc_home: Path) -> tuple[int, dict[str, Any]]:
-    import torch
-
-    env = {**os.environ, "KC_HOME": str(kc_home)}
+def _kill_once_saved(cmd: list[str], saved: Path, env: dict[str, str]) -> None:
+    """Run a training command and SIGKILL it as soon as `saved` (the last file of a resumable save) exists."""
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 120
-        while not (out / "train_state.pt").exists():
+        while not saved.exists():
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, f"no {saved.name} within 120 s"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _kill_then_resume(cmd: list[str], out: Path, kc_home: Path) -> tuple[int, dict[str, Any]]:
+    import torch
+
+    env = {**os.environ, "KC_HOME": str(kc_home)}
+    _kill_once_saved(cmd, out / "train_state.pt", env)
     killed_at = int(torch.load(out / "train_state.pt", weights_only=False)["step"])  # written atomically
     done = subprocess.run([*cmd, "--resume", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return killed_at, json.loads(done.stdout)
+
+
+@pytest.fixture
+def kill_once_saved() -> Callable[[list[str], Path, dict[str, str]], None]:
+    """`(cmd, saved, env)`: run a training command, SIGKILL it once `saved` exists."""
+    return _kill_once_saved
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -345,12 +346,12 @@ def test_rlaif_runs_on_a_judge_behind_our_gateway(
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_from_its_last_save(nano_chat: Path, nano_world: Path, tmp_path: Path) -> None:
+def test_a_killed_run_resumes_from_its_last_save(
+    nano_chat: Path, nano_world: Path, tmp_path: Path, kill_once_saved: Any
+) -> None:
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     out = tmp_path / "rl"
     cmd = [
@@ -382,19 +383,7 @@ def test_a_killed_run_resumes_from_its_last_save(nano_chat: Path, nano_world: Pa
         "1",
     ]
     env = {**os.environ, "KC_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    saved = out / "trainer" / "checkpoint-2" / "trainer_state.json"  # the last file of a save
-    try:
-        deadline = time.monotonic() + 120
-        while not saved.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no resumable save within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_once_saved(cmd, out / "trainer" / "checkpoint-2" / "trainer_state.json", env)  # its last file
     assert not (out / "lineage.json").exists()
     done = subprocess.run([*cmd, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

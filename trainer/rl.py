@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from core.jsonl import iter_jsonl
-from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
+from trainer.checkpoint import (
+    default_out,
+    read_lineage,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_generation_tokens,
+)
 from trainer.data import JSONL_SUFFIXES, expand_paths, hash_files
 from trainer.evaluate import Item, exact_match, generate, question_items, read_docs, score, wilson
 from trainer.rewards import RLVR_FUNCS, RLVR_WEIGHTS, answer_rewards, completion_text
@@ -282,7 +288,7 @@ def make_rewards(cfg: RLConfig, out: Path) -> tuple[list[Any], list[float]]:
         from trainer.reward_model import RewardScorer
 
         assert cfg.reward_model is not None
-        scorer: Any = RewardScorer(str(resolve_checkpoint(cfg.reward_model)))
+        scorer: Any = RewardScorer(cfg.reward_model)  # a directory or a registered tag
         return [ScoreReward("reward_model", scorer), answer_rewards], [1.0, 0.0]
     from trainer.judge import DEFAULT_CONSTITUTION, Judge
 
@@ -589,8 +595,6 @@ def run_rl(
         tokenizer.pad_token = tokenizer.eos_token
     cuda = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
-    from trainer.checkpoint import set_generation_tokens
-
     set_generation_tokens(model, tokenizer)  # rollouts end at the end of the assistant's turn
 
     if reward_funcs is None:

@@ -74,7 +74,8 @@ demo-smollm2: $(CKPT)/import/smollm2/DONE $(DEMO_HOME)/ingest-python-docs.json
 $(DEMO_WORLD)/manifest.json:
 	$(KC) -m eval world --seed 0 --size $(DEMO_WORLD_SIZE) --out $(DEMO_WORLD)
 
-# One mixed run from step 0: documents + the world's chat rows (reading drills included), loss on answers.
+# One mixed run from step 0: documents + the world's chat rows (reading drills included), each packed record
+# attending to itself, the loss on every token (trainer/pretrain.py has the measurements).
 $(CKPT)/base/demo/DONE: $(DEMO_WORLD)/manifest.json
 	$(KC) -m trainer pretrain --preset $(DEMO_PRESET) --corpus $(DEMO_WORLD)/corpus_pre --mix $(DEMO_WORLD)/sft \
 	  --out $(CKPT)/base/demo --tag demo --resume $(PRETRAIN_FLAGS)

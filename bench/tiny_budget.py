@@ -2,7 +2,8 @@
 pretraining run needs before the model reads answers out of passages and recalls facts it only read.
 
     python bench/tiny_budget.py --out var/budget [--runs base:20000:8 wide:10000:32] \
-        [--slices 2500,5000,10000,20000] [--parallel 3] [--max-minutes 30]
+        [--slices 2500,5000,10000,20000] [--parallel 3] [--max-minutes 30] \
+        [--pretrain-flags "--chat-loss all --lr 6e-3"]
 
 Each run `NAME:MAX_STEPS:BATCH` is one cosine schedule of MAX_STEPS steps (the tiny preset, its other
 defaults), trained in slices with `--stop-at` and `--resume`, so that the checkpoint at every slice is
@@ -11,7 +12,8 @@ evaluated without changing the schedule. After each slice the checkpoint is aske
 - `grounded`: the world's `retained` questions about held-out entities, with a supporting document and two
   distractors as passages (the issue's 80% target);
 - `closed_book`: the same questions without passages (the 50% target);
-- `reading`: 300 of the reading drills it trains on (fresh subjects: only the passage answers).
+- `reading`: 300 of the world's reading drills that pretraining held out (fresh subjects: only the passage
+  answers, and the model never trained on these rows), asked their last question.
 
 Runs go side by side in processes (a GPU runs several small models at once; on a CPU give --parallel 1).
 Results go to OUT/results.jsonl and a table on stdout, with the training seconds each slice took.
@@ -43,12 +45,25 @@ def sh(args: list[str], log: Path) -> str:
     return out.stdout
 
 
+def heldout_reading(world: Path, out: Path) -> Path:
+    """The reading drills that `trainer pretrain` holds out of the mix (its default fraction and seed)."""
+    from trainer.data import read_records, split_heldout
+
+    path = out / "reading_heldout.jsonl"
+    if not path.exists():
+        source = world / "sft" / "reading.jsonl"
+        _, held = split_heldout(read_records([source]), 0.02, 0)
+        lines = source.read_text(encoding="utf-8").splitlines()
+        path.write_text("".join(lines[int(r.id.rsplit(":", 1)[1]) - 1] + "\n" for r in held))
+    return path
+
+
 def evaluate(ckpt: Path, world: Path, log: Path) -> dict[str, float]:
     py, q = sys.executable, world / "questions" / "retained.jsonl"
     probes = {
         "grounded": ["--questions", str(q), "--docs", str(world / "corpus_pre")],
         "closed_book": ["--questions", str(q)],
-        "reading": ["--data", str(world / "sft" / "reading.jsonl"), "--limit", "300"],
+        "reading": ["--data", str(heldout_reading(world, log.parent)), "--limit", "300"],
     }
     scores = {}
     for name, args in probes.items():
@@ -58,7 +73,9 @@ def evaluate(ckpt: Path, world: Path, log: Path) -> dict[str, float]:
     return scores
 
 
-def run(spec: str, slices: list[int], world: Path, out: Path, max_minutes: float, preset: str) -> list[dict]:
+def run(
+    spec: str, slices: list[int], world: Path, out: Path, max_minutes: float, preset: str, extra: list[str]
+) -> list[dict]:
     name, max_steps, batch = spec.split(":")
     ckpt, log = out / name, out / f"{name}.log"
     rows = []
@@ -67,7 +84,7 @@ def run(spec: str, slices: list[int], world: Path, out: Path, max_minutes: float
                 "--corpus", str(world / "corpus_pre"), "--mix", str(world / "sft"), "--out", str(ckpt),
                 "--max-steps", max_steps, "--batch-size", batch, "--stop-at", str(stop),
                 "--max-minutes", str(max_minutes), "--eval-every", "0", "--save-every", "0",
-                *(["--resume"] if i else [])]  # fmt: skip
+                *extra, *(["--resume"] if i else [])]  # fmt: skip
         sh(args, log)
         lineage = json.loads((ckpt / "lineage.json").read_text())
         metrics = lineage["metrics"]
@@ -91,6 +108,7 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=60.0, help="training minutes per run, at most")
     p.add_argument("--preset", default="tiny", help="model preset (nano: a smoke test of this script)")
+    p.add_argument("--pretrain-flags", default="", help="more `trainer pretrain` flags, for every run")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     world = a.world or a.out / "world"
@@ -111,7 +129,10 @@ def main() -> None:
     slices = sorted(int(s) for s in a.slices.split(","))
     started = time.time()
     with ThreadPoolExecutor(a.parallel) as pool:
-        jobs = [pool.submit(run, spec, slices, world, a.out, a.max_minutes, a.preset) for spec in a.runs]
+        jobs = [
+            pool.submit(run, spec, slices, world, a.out, a.max_minutes, a.preset, a.pretrain_flags.split())
+            for spec in a.runs
+        ]
         results = [row for job in jobs for row in job.result()]
     print(f"\n{'run':<10} {'step':>6} {'train min':>9} {'grounded':>9} {'closed book':>11} {'reading':>8}")
     for r in results:

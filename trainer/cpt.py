@@ -459,10 +459,12 @@ def run_cpt(cfg: CPTConfig, loop_overrides: dict[str, Any] | None = None) -> dic
             extra={"data": data_report, "parent_tag": parent_tag},
         )  # fmt: skip
 
+    # packed documents attend as the parent was pretrained to: each to itself, or the whole window
+    by_document = inherited(chain, "pretrain", "attention") == "document"
     loop = TrainLoop(
         model, [Pool("cpt", mix.windows, batch_size)], mix.heldout, loop_cfg, out, save,
         seq_len=seq_len, dtype=inherited(chain, "preset", "train", "dtype") or "float32", threads=threads,
-        dist=dist,
+        dist=dist, document_eos=tokenizer.eos_token_id if by_document else None,
     )  # fmt: skip
     if mix.heldout:
         # The parent's held-out loss, for the before/after comparison in the log and lineage.

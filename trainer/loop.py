@@ -189,6 +189,20 @@ def plain_loss(model: Any, ids: Any, labels: Any) -> Any:
     return model(input_ids=ids, labels=labels).loss
 
 
+def document_positions(ids: Any, eos_id: int) -> Any:
+    """Position ids that restart after every `eos_id` in each packed window. Given these (and no attention
+    mask), transformers' causal mask keeps each record to itself: a packed record sees only its own
+    tokens, at the positions it will have when asked alone."""
+    import torch
+
+    length = ids.shape[1]
+    index = torch.arange(length, device=ids.device).expand_as(ids)
+    starts = torch.zeros_like(ids, dtype=torch.bool)
+    starts[:, 1:] = ids[:, :-1] == eos_id
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return index - first
+
+
 def mean_loss(
     forward: Callable[[Any, Any, Any], Any],
     model: Any,
@@ -236,6 +250,7 @@ class TrainLoop:
         dtype: str = "float32",
         threads: int = 1,
         dist: Dist | None = None,
+        document_eos: int | None = None,
     ) -> None:
         import torch
 
@@ -247,6 +262,7 @@ class TrainLoop:
         self.run_dir = run_dir
         self.save_fn = save_fn
         self.seq_len = seq_len
+        self.document_eos = document_eos
         self.dist = dist or dist_from_env()
         self.device = pick_device(self.dist)
         init_distributed(self.dist, self.device)
@@ -345,10 +361,13 @@ class TrainLoop:
     def _forward_loss(self, model: Any, ids: Any, labels: Any) -> Any:
         import torch
 
+        extra: dict[str, Any] = {}
+        if self.document_eos is not None:  # a cache would turn transformers' packed-sequence mask off
+            extra = {"position_ids": document_positions(ids, self.document_eos), "use_cache": False}
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                return model(input_ids=ids, labels=labels).loss
-        return model(input_ids=ids, labels=labels).loss
+                return model(input_ids=ids, labels=labels, **extra).loss
+        return model(input_ids=ids, labels=labels, **extra).loss
 
     def evaluate(self) -> dict[str, float]:
         """Token-weighted mean loss on each held-out pool."""

@@ -3,10 +3,10 @@ supports) with the training defaults measured for each.
 
 - `nano`: ~100k parameters, the unit tests (seconds).
 - `tiny`: ~1.07M parameters (hidden 128, 4 layers, head_dim 32, tied embeddings), the 2-core CPU demo on the
-  tiny world: one mixed run from step 0 (documents + the world's chat rows, loss on the answers), AdamW
-  lr 3e-3, warmup 50, cosine; 1,800 steps of 8 x 512 tokens (~7,300 tokens/s on 2 idle cores: ~17 min,
-  so that pretraining and SFT fit issue 4's 20 minutes). Measured in issue 4: reading a passage takes
-  ~5,000 steps of 32 x 512 tokens (`bench/tiny_budget.py`), beyond this budget.
+  tiny world: one mixed run from step 0 (documents + the world's chat rows, loss on every token, each
+  packed record attending to itself), AdamW lr 3e-3, warmup 50, cosine; 1,800 steps of 8 x 512 tokens
+  (~13-17 min on 2 idle cores, so that pretraining and SFT fit issue 4's 20 minutes). Measured in issue 4:
+  within this budget it copies answers only among words it has copied before (`bench/tiny_budget.py`).
 - `small`: ~88M parameters (hidden 768, 12 layers, head_dim 64, 4 KV heads), one GPU.
 """
 

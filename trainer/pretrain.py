@@ -69,10 +69,22 @@ class PretrainConfig:
         },
     )
     chat_loss: str = field(
-        default="assistant",
+        default="all",
         metadata={
-            "help": "loss on the chat rows of --mix: `assistant` (the answers only, as in SFT) or `all`",
+            "help": "loss on the chat rows of --mix: `all` (every token: the passages and questions too) or "
+            "`assistant` (the answers only, as in SFT); measured on the tiny world with `--attention "
+            "document`, `all` read 39%% of held-out drills after 900 steps, `assistant` 11%%",
             "choices": ("assistant", "all"),
+        },
+    )
+    attention: str = field(
+        default="document",
+        metadata={
+            "help": "what a packed token attends to: `document` (its own record only, position ids "
+            "restarting at each, as when it is asked alone) or `window` (every earlier token of the "
+            "window); measured on the tiny world with `--chat-loss all`, `document` read 39%% of held-out "
+            "drills after 900 steps, `window` 4%%",
+            "choices": ("document", "window"),
         },
     )
     out: Path | None = field(
@@ -282,6 +294,7 @@ def run_pretrain(cfg: PretrainConfig, loop_overrides: dict[str, Any] | None = No
     loop = TrainLoop(
         model, data.pools, data.heldout, loop_cfg, out, save,
         seq_len=seq_len, dtype=preset.train.dtype, threads=threads, dist=dist,
+        document_eos=tokenizer.eos_token_id if cfg.attention == "document" else None,
     )  # fmt: skip
     result = loop.run(resume=cfg.resume)
     return {

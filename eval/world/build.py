@@ -29,10 +29,10 @@ from eval.world.model import (
 from eval.world.names import NameGenerator
 from eval.world.templates import (
     CEO_ROLE,
-    EVENT_SUFFIXES,
     INDUSTRIES,
     ORG_SUFFIXES,
     ROLES,
+    stem_name,
     template_vocabulary,
 )
 
@@ -134,12 +134,7 @@ class _Builder:
         raise RuntimeError("first and last name pools are too small for the number of people")
 
     def _stem_name(self, kind: Kind) -> str:
-        stem = self.names.word(2)
-        if kind == "org":
-            return f"{stem} {self.name_rng.choice(ORG_SUFFIXES)}"
-        if kind == "event":
-            return f"{stem} {self.name_rng.choice(EVENT_SUFFIXES)}"
-        return stem
+        return stem_name(kind, self.names.word(2), self.name_rng)
 
     def _entity(self, kind: Kind, pool: Pool, era: Era = "pre", name: str | None = None) -> Entity:
         if name is None:

@@ -125,4 +125,6 @@ def phrase_value(text: str, *more: str) -> tuple[str, tuple[str, ...]]:
 
 def contains_phrase(text: str, phrase: str) -> bool:
     """Whether `phrase` occurs in `text` as whole words: "Varn" is not in "Varnel"."""
+    if phrase not in text:  # most calls: no regex to compile for a phrase seen once
+        return False
     return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None

@@ -67,6 +67,15 @@ class NameGenerator:
                 return candidate
         raise RuntimeError(f"no unused {syllables}-syllable name left after {_MAX_TRIES} draws")
 
+    def sample(self, syllables: int, min_len: int = 3, max_len: int = 7) -> str:
+        """A capitalised word of `syllables` syllables that is not reserved; unlike `word`, it may have been
+        drawn before (for the many throwaway names of training drills)."""
+        for _ in range(_MAX_TRIES):
+            candidate = self._draw(syllables)
+            if min_len <= len(candidate) <= max_len and candidate.lower() not in self._used:
+                return candidate
+        raise RuntimeError(f"no {syllables}-syllable name left after {_MAX_TRIES} draws")
+
     def reserve(self, word: str) -> None:
         self._used.add(word.lower())
 

@@ -8,6 +8,7 @@ attribute, so the closed-book SFT rows and the eval questions ask in the same wa
 
 from __future__ import annotations
 
+import random
 import re
 
 ROLES = (
@@ -24,6 +25,13 @@ INDUSTRIES = (
 )  # fmt: skip
 ORG_SUFFIXES = ("Dynamics", "Labs", "Works", "Systems", "Industries", "Group", "Motors", "Partners")
 EVENT_SUFFIXES = ("Summit", "Fair", "Festival", "Forum", "Expo", "Congress", "Games", "Regatta")
+
+
+def stem_name(kind: str, stem: str, rng: random.Random) -> str:
+    """The name of a non-person entity from its stem word: orgs and events take a suffix."""
+    suffixes = {"org": ORG_SUFFIXES, "event": EVENT_SUFFIXES}.get(kind)
+    return f"{stem} {rng.choice(suffixes)}" if suffixes else stem
+
 
 # (kind, attribute) -> paraphrases of the sentence stating it, in pre-cutoff profiles.
 SENTENCES: dict[tuple[str, str], tuple[str, ...]] = {

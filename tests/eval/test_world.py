@@ -25,7 +25,7 @@ from eval.world import (
     write_world,
 )
 from eval.world.questions import fact_documents
-from eval.world.templates import QUESTIONS
+from eval.world.templates import EVENT_SUFFIXES, ORG_SUFFIXES, QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONT_MATTER = re.compile(r'---\ntitle: "[^"\n]*"\ndate: \d{4}-\d\d-\d\d\nsource: (?:pre|post)-\d+\n---\n')
@@ -257,7 +257,12 @@ def test_sft_rows(tiny_world: World) -> None:
     for row in tiny_world.sft:
         assert list(row) == ["messages", "kind"]
         roles = [m["role"] for m in row["messages"]]
-        assert roles == ["system", "user", "assistant"]
+        if row["kind"] == "reading":  # follow-up questions in turns of their own
+            assert roles[:3] == ["system", "user", "assistant"] and roles[3:] == ["user", "assistant"] * (
+                len(roles[3:]) // 2
+            )
+        else:
+            assert roles == ["system", "user", "assistant"]
         answer = row["messages"][2]["content"]
         user = row["messages"][1]["content"]
         if row["kind"] in ("grounded", "long_context", "reading"):
@@ -272,27 +277,37 @@ def test_sft_rows(tiny_world: World) -> None:
 
 
 def test_reading_drills_ask_about_fresh_subjects_only_their_passage_answers(tiny_world: World) -> None:
-    """Issue 4: a model must read the passage to answer these; no real or fictitious subject is asked."""
+    """Issue 4: a model must read the passage to answer these; no real or fictitious subject is asked.
+    Each drill asks up to three questions of one passage set, each answered from its own passage."""
     tl = tiny_world.timeline
     known = {e.name for e in tl.entities} | {n for names in tl.fictitious.values() for _, n in names}
     eval_names = {e.name for e in tl.entities if e.pool == "eval"}
+    # drawn like the world's names but from none of its words (the suffixes of orgs and events aside)
+    world_words = {w for n in known for w in n.split(" ")} - set(ORG_SUFFIXES) - set(EVENT_SUFFIXES)
     asks = [re.compile(re.escape(q).replace(re.escape("{s}"), "(.+)") + "$") for q in QUESTIONS.values()]
     reading = [r for r in tiny_world.sft if r["kind"] == "reading"]
     assert len(reading) == tiny_world.config.spec.reading_examples
-    subjects = set()
+    subjects, asked = set(), []
     for row in reading:
-        user, answer = row["messages"][1]["content"], row["messages"][2]["content"]
-        question = user.split("\n\nQuestion: ")[1]
-        [name] = [m.group(1) for a in asks if (m := a.match(question))]
-        assert name not in known
-        assert not any(contains_phrase(user, n) for n in eval_names)
-        passages = passages_of(user)
-        [k] = citations(answer)
-        assert contains_phrase(passages[k - 1], answer.rsplit(" [", 1)[0])
-        # the asked subject is named in its own passage and in no other
-        assert [i + 1 for i, p in enumerate(passages) if contains_phrase(p, name)] == [k]
-        subjects.add(name)
+        messages = row["messages"]
+        passages = passages_of(messages[1]["content"])
+        assert not any(contains_phrase(p, n) for p in passages for n in eval_names)
+        turns = list(zip(messages[1::2], messages[2::2], strict=True))
+        asked.append(len(turns))
+        questions = set()
+        for user, answer in turns:
+            question = user["content"].rsplit("Question: ", 1)[1]
+            questions.add(question)
+            [name] = [m.group(1) for a in asks if (m := a.match(question))]
+            assert name not in known and not world_words & set(name.split(" "))
+            [k] = citations(answer["content"])
+            assert contains_phrase(passages[k - 1], answer["content"].rsplit(" [", 1)[0])
+            # the asked subject is named in its own passage and in no other
+            assert [i + 1 for i, p in enumerate(passages) if contains_phrase(p, name)] == [k]
+            subjects.add(name)
+        assert len(questions) == len(turns)  # no question twice in a drill
     assert len(subjects) > 200  # a name recurs with other values each time: none can be memorised
+    assert max(asked) == 3 and sum(asked) / len(asked) > 2.5
 
 
 def test_rl_and_preference_rows(tiny_world: World) -> None:

@@ -173,3 +173,46 @@ def test_chat_rows_longer_than_the_window_are_left_out(
     data = result["data"]
     assert data["chat_too_long"] > 0  # type: ignore[index]
     assert any("longer than the 128-token window" in m for m in caplog.messages)
+
+
+def test_document_positions_restart_after_each_end_of_document() -> None:
+    import torch
+
+    from trainer.loop import document_positions
+
+    eos = 0
+    ids = torch.tensor([[5, 6, 0, 7, 8, 9, 0, 4], [0, 1, 2, 3, 4, 5, 6, 7]])
+    assert document_positions(ids, eos).tolist() == [[0, 1, 2, 0, 1, 2, 3, 0], [0, 0, 1, 2, 3, 4, 5, 6]]
+
+
+def test_document_attention_keeps_each_packed_record_to_itself(nano_base: Path) -> None:
+    """With `--attention document` a packed record is trained exactly as if it were asked alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.loop import document_positions
+
+    tokenizer = AutoTokenizer.from_pretrained(str(nano_base))
+    model = AutoModelForCausalLM.from_pretrained(str(nano_base), dtype=torch.float32).train()
+    torch.manual_seed(0)
+    first, second = torch.randint(5, 200, (1, 12)), torch.randint(5, 200, (1, 9))
+    packed = torch.cat([first, torch.tensor([[tokenizer.eos_token_id]]), second], dim=1)
+    other = packed.clone()
+    other[:, :12] = torch.randint(5, 200, (1, 12))  # another first record
+    positions = document_positions(packed, tokenizer.eos_token_id)
+    out = model(input_ids=packed, position_ids=positions, use_cache=False).logits[:, 13:]
+    assert torch.allclose(out, model(input_ids=other, position_ids=positions, use_cache=False).logits[:, 13:])
+    assert torch.allclose(out, model(input_ids=second, use_cache=False).logits, atol=1e-5)
+    window = model(input_ids=packed, use_cache=False).logits[:, 13:]  # the default: it sees the first one
+    assert not torch.allclose(window, out, atol=1e-3)
+
+
+def test_a_run_with_document_attention_trains_and_records_it(nano_world: Path, tmp_path: Path) -> None:
+    cfg = PretrainConfig(
+        preset="nano", corpus=[nano_world / "corpus_pre"], mix=[nano_world / "sft" / "reading.jsonl"],
+        out=tmp_path / "run", tag="t", attention="document", seq_len=256,
+    )  # fmt: skip
+    result = run_pretrain(cfg, {"eval_every": 4, "max_steps": 4})
+    assert math.isfinite(result["metrics"]["heldout_chat_loss"])  # type: ignore[index]
+    lineage = read_lineage(tmp_path / "run")
+    assert lineage["config"]["pretrain"]["attention"] == "document"

@@ -79,10 +79,12 @@ def test_saved_tokenizer_keeps_its_template(tok: Any, tmp_path: Path) -> None:
 
 
 def test_world_names_are_short(tok: Any, nano_world: Path) -> None:
-    """With a vocabulary trained on the world, a person's name is a handful of tokens at most."""
+    """With a vocabulary trained on the world, a person's name is a handful of tokens at most (the reading
+    drills' fresh names are syllable words too, and at this 512-token vocabulary they share the merges)."""
     manifest = json.loads((nano_world / "manifest.json").read_text())
     people = manifest["pools"]["eval"]["person"][:10]
-    assert all(len(tok.encode(" " + p, add_special_tokens=False)) <= 6 for p in people)
+    lengths = [len(tok.encode(" " + p, add_special_tokens=False)) for p in people]
+    assert max(lengths) <= 8 and sum(lengths) / len(lengths) <= 5, lengths
 
 
 def test_vocab_too_small() -> None:

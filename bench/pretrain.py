@@ -27,7 +27,7 @@ from trainer.loop import (
     Pool,
     TrainLoop,
     detect_peak_tflops,
-    document_positions,
+    document_inputs,
     flops_per_token,
 )
 from trainer.presets import get_preset
@@ -43,7 +43,7 @@ def plain_loop(
     for step in range(steps):
         t0 = time.perf_counter()
         ids, labels = (torch.from_numpy(a) for a in windows.batch(step, batch))
-        extra = {"position_ids": document_positions(ids, EOS), "use_cache": False} if documents else {}
+        extra = document_inputs(ids, EOS) if documents else {}
         loss = model(input_ids=ids, labels=labels, **extra).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

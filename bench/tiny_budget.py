@@ -47,16 +47,13 @@ def sh(args: list[str], log: Path) -> str:
 
 def heldout_reading(world: Path, out: Path) -> Path:
     """The reading drills that `trainer pretrain` holds out of the mix (its default fraction and seed)."""
-    from dataclasses import fields
-
     from trainer.data import read_records, split_heldout
     from trainer.pretrain import PretrainConfig
 
     path = out / "reading_heldout.jsonl"
     if not path.exists():
         source = world / "sft" / "reading.jsonl"
-        defaults = {f.name: f.default for f in fields(PretrainConfig)}
-        _, held = split_heldout(read_records([source]), defaults["heldout_fraction"], defaults["seed"])
+        _, held = split_heldout(read_records([source]), PretrainConfig.heldout_fraction, PretrainConfig.seed)
         lines = source.read_text(encoding="utf-8").splitlines()
         path.write_text("".join(lines[int(r.id.rsplit(":", 1)[1]) - 1] + "\n" for r in held))
     return path

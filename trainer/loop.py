@@ -203,6 +203,12 @@ def document_positions(ids: Any, eos_id: int) -> Any:
     return index - first
 
 
+def document_inputs(ids: Any, eos_id: int) -> dict[str, Any]:
+    """The forward arguments that keep each packed record to itself (a cache would turn transformers'
+    packed-sequence mask off)."""
+    return {"position_ids": document_positions(ids, eos_id), "use_cache": False}
+
+
 def mean_loss(
     forward: Callable[[Any, Any, Any], Any],
     model: Any,
@@ -361,9 +367,7 @@ class TrainLoop:
     def _forward_loss(self, model: Any, ids: Any, labels: Any) -> Any:
         import torch
 
-        extra: dict[str, Any] = {}
-        if self.document_eos is not None:  # a cache would turn transformers' packed-sequence mask off
-            extra = {"position_ids": document_positions(ids, self.document_eos), "use_cache": False}
+        extra = document_inputs(ids, self.document_eos) if self.document_eos is not None else {}
         if self.autocast_dtype is not None:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 return model(input_ids=ids, labels=labels, **extra).loss

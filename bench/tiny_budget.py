@@ -12,6 +12,9 @@ evaluated without changing the schedule. After each slice the checkpoint is aske
 - `grounded`: the world's `retained` questions about held-out entities, with a supporting document and two
   distractors as passages (the issue's 80% target);
 - `closed_book`: the same questions without passages (the 50% target);
+- `stored`: the same facts as a continuation of the supporting document, cut before the answer (whether the
+  model holds the fact at all; closed book also needs it to reach the fact from a question);
+- `cb_trained`: 100 of the closed-book rows it trained on (the question-answer format, memorised);
 - `reading`: 300 of the world's reading drills that pretraining held out (fresh subjects: only the passage
   answers, and the model never trained on these rows), asked their last question.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -65,19 +69,46 @@ def evaluate(ckpt: Path, world: Path, log: Path) -> dict[str, float]:
         "grounded": ["--questions", str(q), "--docs", str(world / "corpus_pre")],
         "closed_book": ["--questions", str(q)],
         "reading": ["--data", str(heldout_reading(world, log.parent)), "--limit", "300"],
+        "cb_trained": ["--data", str(world / "sft" / "closed_book.jsonl"), "--limit", "100"],
     }
     scores = {}
     for name, args in probes.items():
         report = json.loads(sh([py, "-m", "trainer", "evaluate", "--model", str(ckpt), *args, "--json"], log))
         [result] = report["sets"].values()
         scores[name] = result["exact_match"]
-    return scores
+    return {**scores, "stored": stored(ckpt, world)}
+
+
+def stored(ckpt: Path, world: Path) -> float:
+    """Share of the `retained` answers the model continues its first supporting document with, given the
+    document up to the answer (greedy)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.evaluate import read_docs
+
+    docs = read_docs(world / "corpus_pre")
+    tokenizer, model = AutoTokenizer.from_pretrained(ckpt), AutoModelForCausalLM.from_pretrained(ckpt).eval()
+    hits = asked = 0
+    for line in (world / "questions" / "retained.jsonl").read_text().splitlines():
+        q = json.loads(line)
+        body = docs[q["supporting_doc_ids"][0]]
+        cut = body.find(q["answers"][0])
+        if cut <= 0:
+            continue
+        ids = tokenizer(body[:cut].rstrip(), return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        hits += tokenizer.decode(out[0, ids.shape[1] :]).strip().startswith(q["answers"][0])
+        asked += 1
+    return hits / max(asked, 1)
 
 
 def run(
     spec: str, slices: list[int], world: Path, out: Path, max_minutes: float, preset: str, extra: list[str]
 ) -> list[dict]:
-    name, max_steps, batch = spec.split(":")
+    name, max_steps, batch, *flags = spec.split(":", 3)
+    extra = [*extra, *shlex.split(flags[0] if flags else "")]
     ckpt, log = out / name, out / f"{name}.log"
     rows = []
     for i, stop in enumerate(s for s in slices if s <= int(max_steps)):
@@ -104,7 +135,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--world", type=Path, help="a tiny world (default: generated into OUT/world)")
-    p.add_argument("--runs", nargs="+", default=["base:2500:8"], help="NAME:MAX_STEPS:BATCH")
+    p.add_argument(
+        "--runs", nargs="+", default=["base:2500:8"], help="NAME:MAX_STEPS:BATCH[:PRETRAIN FLAGS of this run]"
+    )
     p.add_argument("--slices", default="500,1000,2500,5000,10000,20000,40000")
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=60.0, help="training minutes per run, at most")
@@ -135,12 +168,15 @@ def main() -> None:
             for spec in a.runs
         ]
         results = [row for job in jobs for row in job.result()]
-    print(f"\n{'run':<10} {'step':>6} {'train min':>9} {'grounded':>9} {'closed book':>11} {'reading':>8}")
+    print(
+        f"\n{'run':<10} {'step':>6} {'train min':>9} {'grounded':>9} {'closed book':>11} {'reading':>8} "
+        f"{'CB trained':>10} {'stored':>7}"
+    )
     for r in results:
         minutes = (r["train_seconds"] or 0) / 60
         print(
             f"{r['run']:<10} {r['step']:>6} {minutes:>9.1f} {r['grounded']:>9.1%} {r['closed_book']:>11.1%} "
-            f"{r['reading']:>8.1%}"
+            f"{r['reading']:>8.1%} {r['cb_trained']:>10.1%} {r['stored']:>7.1%}"
         )
     print(f"({time.time() - started:.0f} s in all)")
 

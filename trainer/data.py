@@ -217,6 +217,31 @@ def split_heldout(records: Sequence[Record], fraction: float, seed: int) -> tupl
     return train, held
 
 
+def parse_repeats(items: Sequence[str]) -> dict[str, int]:
+    """`NAME=N` items (a file name and how many times its rows are trained per pass) as a dict."""
+    repeats: dict[str, int] = {}
+    for item in items:
+        name, _, count = item.rpartition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--mix-repeat takes NAME=N, N >= 1 (e.g. closed_book.jsonl=8), got {item!r}")
+        repeats[name] = int(count)
+    return repeats
+
+
+def source_of(record: Record) -> str:
+    """The name of the file a record was read from (its id is `name:line` or `name`)."""
+    return record.id.rsplit(":", 1)[0]
+
+
+def repeat_sources(records: Sequence[Record], repeats: dict[str, int]) -> list[Record]:
+    """`records`, then the records of each repeated file again, round after round, until each has been
+    listed N times."""
+    out = list(records)
+    for round_ in range(1, max(repeats.values(), default=1)):
+        out.extend(r for r in records if repeats.get(source_of(r), 1) > round_)
+    return out
+
+
 # -- tokenization and packing ------------------------------------------------------------------------
 
 

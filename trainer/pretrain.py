@@ -30,7 +30,9 @@ from trainer.data import (
     expand_paths,
     hash_files,
     pack,
+    parse_repeats,
     read_records,
+    repeat_sources,
     split_heldout,
     tokenize,
     unigram_entropy,
@@ -68,6 +70,14 @@ class PretrainConfig:
             "tiny world: 0.875 beat 0.5, whose documents overfit)"
         },
     )
+    mix_repeat: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "NAME=N: pack the rows of the --mix file NAME (e.g. closed_book.jsonl) N times per pass "
+            "over the chat rows, so that a small source is seen as often as its facts need",
+            "nargs": "*", "type": str,
+        },
+    )  # fmt: skip
     chat_loss: str = field(
         default="all",
         metadata={
@@ -125,6 +135,7 @@ class PretrainConfig:
             raise ValueError("--corpus is required")
         if not 0 <= self.mix_fraction <= 1:
             raise ValueError(f"--mix-fraction must be in [0, 1], got {self.mix_fraction}")
+        parse_repeats(self.mix_repeat)
         for name in ("seq_len", "batch_size", "vocab_size", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -177,6 +188,8 @@ def prepare_data(
             if not subset:
                 continue
         train, held = split_heldout(subset, cfg.heldout_fraction, cfg.seed)
+        if kind == "chat" and cfg.mix_repeat:
+            train = repeat_sources(train, parse_repeats(cfg.mix_repeat))
         seqs = [tokens_of[r] for r in train]
         loss_labels = assistant_labels(tokenizer, train, seqs) if cfg.chat_loss == "assistant" else None
         ids, labels = pack(seqs, seq_len, pad_id, labels=loss_labels)
@@ -229,6 +242,10 @@ def run_pretrain(cfg: PretrainConfig, loop_overrides: dict[str, Any] | None = No
         raise ValueError(f"--seq-len {seq_len} exceeds the preset's {preset.model.max_position_embeddings}")
     files = expand_paths(cfg.corpus)
     mix_files = expand_paths(cfg.mix, JSONL_SUFFIXES) if cfg.mix else []
+    unknown = sorted(set(parse_repeats(cfg.mix_repeat)) - {f.name for f in mix_files})
+    if unknown:  # a typo would silently change nothing
+        known = ", ".join(f.name for f in mix_files) or "none"
+        raise ValueError(f"--mix-repeat names {', '.join(unknown)}, not among the --mix files ({known})")
     import torch
     from transformers import LlamaForCausalLM
 

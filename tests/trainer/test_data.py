@@ -16,7 +16,9 @@ from trainer.data import (
     expand_paths,
     hash_files,
     pack,
+    parse_repeats,
     read_records,
+    repeat_sources,
     split_heldout,
     tokenize,
     unigram_entropy,
@@ -93,6 +95,20 @@ def test_split_is_deterministic_and_disjoint() -> None:
     assert not {r.id for r in train} & {r.id for r in held}
     assert split_heldout(records, 0.1, seed=0) == (train, held)
     assert split_heldout(records, 0.0, seed=0) == (records, [])
+
+
+def test_repeat_sources_lists_a_file_s_rows_n_times_in_rounds() -> None:
+    qa = [Record(f"qa.jsonl:{i}", f"q{i}", "chat") for i in (1, 2)]
+    records = [*qa, Record("drill.jsonl:1", "d", "chat")]
+    out = repeat_sources(records, parse_repeats(["qa.jsonl=3"]))
+    assert out == records + qa + qa
+    assert repeat_sources(records, {}) == records
+
+
+@pytest.mark.parametrize("item", ["qa.jsonl", "qa.jsonl=0", "=3", "qa.jsonl=two"])
+def test_parse_repeats_rejects_malformed_items(item: str) -> None:
+    with pytest.raises(ValueError, match="NAME=N"):
+        parse_repeats([item])
 
 
 def test_pack_keeps_sequences_whole_where_they_fit() -> None:

@@ -216,3 +216,21 @@ def test_a_run_with_document_attention_trains_and_records_it(nano_world: Path, t
     assert math.isfinite(result["metrics"]["heldout_chat_loss"])  # type: ignore[index]
     lineage = read_lineage(tmp_path / "run")
     assert lineage["config"]["pretrain"]["attention"] == "document"
+
+
+def test_mix_repeat_trains_a_small_source_more_often(nano_world: Path, tmp_path: Path) -> None:
+    sft = nano_world / "sft"
+    mix = [sft / "closed_book.jsonl", sft / "grounded.jsonl"]
+
+    def chat_pool(**kw: object) -> dict:
+        cfg = PretrainConfig(preset="nano", corpus=[nano_world / "corpus_pre"], mix=mix,
+                             out=tmp_path / str(kw.get("mix_repeat")), tag="t", seq_len=256, **kw)  # type: ignore[arg-type]  # fmt: skip
+        return run_pretrain(cfg, {"eval_every": 0, "max_steps": 1})["data"]["pools"]["chat"]  # type: ignore[index]
+
+    once, thrice = chat_pool(), chat_pool(mix_repeat=["closed_book.jsonl=3"])
+    n_closed_book = len((sft / "closed_book.jsonl").read_text().splitlines())
+    assert 2 * n_closed_book * 0.9 <= thrice["records"] - once["records"] <= 2 * n_closed_book
+    with pytest.raises(ValueError, match=r"closed-book\.jsonl, not among the --mix files \(closed_book"):
+        chat_pool(mix_repeat=["closed-book.jsonl=3"])
+    with pytest.raises(ValueError, match="NAME=N"):
+        PretrainConfig(preset="nano", corpus=[nano_world / "corpus_pre"], mix_repeat=["closed_book.jsonl"])

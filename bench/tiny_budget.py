@@ -99,7 +99,8 @@ def stored(ckpt: Path, world: Path) -> float:
         ids = tokenizer(body[:cut].rstrip(), return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        hits += tokenizer.decode(out[0, ids.shape[1] :]).strip().startswith(q["answers"][0])
+        continuation = str(tokenizer.decode(out[0, ids.shape[1] :]))
+        hits += continuation.strip().startswith(q["answers"][0])
         asked += 1
     return hits / max(asked, 1)
 

@@ -12,8 +12,9 @@ evaluated without changing the schedule. After each slice the checkpoint is aske
 - `grounded`: the world's `retained` questions about held-out entities, with a supporting document and two
   distractors as passages (the issue's 80% target);
 - `closed_book`: the same questions without passages (the 50% target);
-- `stored`: the same facts as a continuation of the supporting document, cut before the answer (whether the
-  model holds the fact at all; closed book also needs it to reach the fact from a question);
+- `stored`: the same facts as the continuation of the sentence that states them, cut before the answer
+  (whether the model holds the fact under the subject's name; closed book also needs the question to
+  reach it);
 - `cb_trained`: 100 of the closed-book rows it trained on (the question-answer format, memorised);
 - `reading`: 300 of the world's reading drills that pretraining held out (fresh subjects: only the passage
   answers, and the model never trained on these rows), asked their last question.
@@ -80,8 +81,9 @@ def evaluate(ckpt: Path, world: Path, log: Path) -> dict[str, float]:
 
 
 def stored(ckpt: Path, world: Path) -> float:
-    """Share of the `retained` answers the model continues its first supporting document with, given the
-    document up to the answer (greedy)."""
+    """Share of the `retained` answers the model continues the sentence of its first supporting document
+    with, given that sentence up to the answer and nothing before it (greedy): the fact held under the
+    subject's name, where a question can reach it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,9 +96,10 @@ def stored(ckpt: Path, world: Path) -> float:
         q = json.loads(line)
         body = docs[q["supporting_doc_ids"][0]]
         cut = body.find(q["answers"][0])
-        if cut <= 0:
+        stem = body[: max(cut, 0)].rsplit(". ", 1)[-1].strip()
+        if len(stem.split()) < 2:  # not stated, or the answer opens its sentence
             continue
-        ids = tokenizer(body[:cut].rstrip(), return_tensors="pt").input_ids
+        ids = tokenizer(stem, return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         continuation = str(tokenizer.decode(out[0, ids.shape[1] :]))

@@ -133,7 +133,7 @@ async def engine_vs_generate(
             for side in order:
                 if side == "generate":
                     seconds, ids = await asyncio.to_thread(generate, prompts[0])
-                    reference = tokenizer.decode(ids, skip_special_tokens=True)
+                    reference = tokenizer.decode(ids, skip_special_tokens=True).lstrip()
                 else:
                     seconds, text = await ours(prompts[0])
                 single[side].append(tokens / seconds)

@@ -17,12 +17,21 @@ Only the passage can answer those, and no answer can be memorised, so the model 
 recall: measured in issue 4, a tiny model trained only on grounded rows about entities it had memorised
 learned to answer them from memory and copied an answer from a passage about a held-out entity 14% of
 the time.
+
+A share of the other grounded examples (`COUNTERFACTUAL_SHARE`) is counterfactual: the gold passage, a
+train document, states another train-pool value of the asked attribute, and the answer is that value.
+Where passage and memory always agree, answering from memory is as good as reading, and a tiny model
+learnt to do so for every name it knew: measured in issue 4, after 3,600 steps it answered 98% of
+grounded questions about held-out people when their name was swapped for a fresh one and 52% under their
+own name, whose facts it half-remembered. Substituted passages make reading the only way (the
+"substitution" augmentation of Longpre et al. 2021, Entity-Based Knowledge Conflicts in QA).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from dataclasses import dataclass, replace
 
 from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages
@@ -50,6 +59,8 @@ Row = dict[str, object]
 
 # Share of grounded and long-context examples whose answering passage is about a fresh subject.
 FRESH_SHARE = 0.5
+# Share of the grounded examples about train documents whose gold passage states a substituted value.
+COUNTERFACTUAL_SHARE = 0.5
 # Questions per reading drill: its passages are read once and answer this many questions.
 READING_QUESTIONS = 3
 
@@ -267,8 +278,30 @@ class _Examples:
             return self.fresh_item(n_passages)
         doc, fact = self.rng.choice(self.stated)
         asked = self.ask(fact)
+        if self.rng.random() < COUNTERFACTUAL_SHARE and (swap := self.counterfactual(doc, fact)):
+            body, fact = swap
+            doc = replace(doc, body=body)
+            asked = _Asked(asked.question, fact.aliases, (*asked.names, *((fact.obj,) if fact.obj else ())))
         passages, gold = self.passages(doc, n_passages, asked.names)
         return grounded_messages(asked.question, passages), passages, gold, asked, fact
+
+    def counterfactual(self, doc: Document, fact: Fact) -> tuple[str, Fact] | None:
+        """`doc`'s body with `fact`'s value replaced by another train-pool value of its attribute, and the
+        fact that value comes from; None for a post-cutoff fact or one whose value the body does not
+        state exactly once. The article of a role ("a pilot" -> "an engineer") follows the new value."""
+        if fact.era != "pre":
+            return None
+        stated = re.compile(rf"(?<!\w)(?:an? )?{re.escape(fact.value)}(?!\w)")
+        found = stated.findall(doc.body)
+        others = [
+            f for f in self.pre_facts.get((self._kind(fact), fact.attr), [])
+            if f.value != fact.value and not contains_phrase(doc.body, f.value)
+        ]  # fmt: skip
+        if len(found) != 1 or not others:
+            return None
+        other = self.rng.choice(others)
+        new = article(other.value) if found[0] != fact.value else other.value
+        return stated.sub(lambda _: new, doc.body), other
 
     def grounded(self, count: int, kind: str, n_passages: int | None = None) -> list[Row]:
         rows: list[Row] = []

@@ -353,7 +353,8 @@ class _Worker:
                 finish = "stop"
             else:
                 r.generated.append(token)
-            text = str(self.tokenizer.decode(r.generated, skip_special_tokens=True))
+            # Leading whitespace is not part of the answer (our chat template opens it with a space).
+            text = str(self.tokenizer.decode(r.generated, skip_special_tokens=True)).lstrip()
             end = len(text)
             for s in r.params.stop:
                 at = text.find(s, max(0, r.sent - len(s)))

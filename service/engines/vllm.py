@@ -47,6 +47,7 @@ class VLLMGeneration:
     async def _iterate(self) -> AsyncIterator[Chunk]:
         finish: FinishReason = "stop"
         prompt_tokens = completion_tokens = 0
+        started = False
         try:
             async for line in self._response.aiter_lines():
                 if not line.startswith("data:"):
@@ -62,7 +63,10 @@ class VLLMGeneration:
                     )
                 for choice in event.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") or ""
+                    if not started:  # leading whitespace is not part of the answer, as in the embedded engine
+                        text = text.lstrip()
                     if text:
+                        started = True
                         yield Chunk(text)
                     if choice.get("finish_reason"):
                         finish = "length" if choice["finish_reason"] == "length" else "stop"

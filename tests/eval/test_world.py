@@ -276,6 +276,32 @@ def test_sft_rows(tiny_world: World) -> None:
             assert "[1]" not in user and not citations(answer)
 
 
+def test_some_grounded_passages_about_train_entities_state_another_value(tiny_world: World) -> None:
+    """Issue 4: where passage and memory always agree a model answers from memory. A share of the gold
+    passages is a train document with the asked value swapped for another; the answer is the passage's."""
+    docs_with: dict[str, list[str]] = {}  # sentence -> bodies stating it
+    for d in tiny_world.documents:
+        for sentence in d.body.split(". "):
+            docs_with.setdefault(sentence, []).append(d.body)
+    grounded = [r for r in tiny_world.sft if r["kind"] == "grounded"]
+    swapped = 0
+    for row in grounded:
+        answer = row["messages"][2]["content"]
+        [k] = citations(answer)
+        gold = passages_of(row["messages"][1]["content"])[k - 1]
+        sentences = gold.split(". ")
+        near = {b for s in sentences for b in docs_with.get(s, [])}
+        if not near or gold in near:
+            continue  # a fresh subject's profile, or the document itself
+        [original] = [b for b in near if len(set(b.split(". ")) & set(sentences)) == len(sentences) - 1]
+        [changed] = [s for s in sentences if s not in original.split(". ")]
+        value = answer.rsplit(" [", 1)[0]
+        assert contains_phrase(changed, value) and not contains_phrase(original, value), row
+        swapped += 1
+    share = swapped / len(grounded)  # half of the half that is not about fresh subjects
+    assert 0.15 < share < 0.35, share
+
+
 def test_reading_drills_ask_about_fresh_subjects_only_their_passage_answers(tiny_world: World) -> None:
     """Issue 4: a model must read the passage to answer these; no real or fictitious subject is asked.
     Each drill asks up to three questions of one passage set, each answered from its own passage."""

@@ -56,7 +56,9 @@ class FakeVLLM:
         chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
         stream = sse(
             {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
-            {**chunk, "choices": [{"index": 0, "delta": {"content": "Orvan "}}]},
+            # our chat template opens the answer with a space; the engine does not pass it on
+            {**chunk, "choices": [{"index": 0, "delta": {"content": " "}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {"content": " Orvan "}}]},
             {**chunk, "choices": [{"index": 0, "delta": {"content": "Teel [1]"}, "finish_reason": "length"}]},
             {
                 **chunk,

@@ -168,6 +168,6 @@ def test_assistant_labels_train_only_the_answers_of_chat_rows(nano_world: Path) 
     rows = [json.loads(x) for x in (nano_world / "sft" / "grounded.jsonl").read_text().splitlines()[:20]]
     for row, ids, lab in zip(rows, seqs, labels, strict=False):
         trained = tokenizer.decode([t for t in lab if t != -100])
-        assert trained == row["messages"][-1]["content"] + "<|im_end|>"  # the answer and its end of turn
+        assert trained == " " + row["messages"][-1]["content"] + "<|im_end|>"  # the answer, its end of turn
         assert len(lab) == len(ids)
     assert labels[-1] == seqs[-1]  # a document trains on every token

@@ -29,7 +29,7 @@ def test_label_mask_is_the_assistant_answer_only(nano_base: Path, nano_world: Pa
     )  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
-    answers = sorted(r["messages"][-1]["content"] + "<|im_end|>" for r in rows)
+    answers = sorted(" " + r["messages"][-1]["content"] + "<|im_end|>" for r in rows)
     got = sorted(
         tok.decode(ids[labels != -100])
         for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True)

@@ -66,7 +66,7 @@ def test_assistant_mask_covers_the_answer_and_its_end_of_turn(tok: Any, nano_wor
     )
     ids, mask = out["input_ids"], out["assistant_masks"]
     masked = [i for i, m in zip(ids, mask, strict=True) if m]
-    assert tok.decode(masked) == messages[-1]["content"] + IM_END
+    assert tok.decode(masked) == " " + messages[-1]["content"] + IM_END
 
 
 def test_saved_tokenizer_keeps_its_template(tok: Any, tmp_path: Path) -> None:
@@ -95,3 +95,16 @@ def test_vocab_too_small() -> None:
 def test_load_tokenizer_missing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_an_answer_is_spelt_with_the_tokens_of_its_passage(tok: Any) -> None:
+    """The answer opens with a space, so a word copied from a passage is the same tokens in both."""
+    messages = [
+        {"role": "user", "content": "[1] Orvan Teel works as a pilot.\n\nQuestion: What is the job of Orvan Teel?"},
+        {"role": "assistant", "content": "pilot [1]"},
+    ]
+    prompt = tok.apply_chat_template(messages[:1], add_generation_prompt=True, return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(messages, return_dict=True)["input_ids"]
+    word = tok.encode(" pilot", add_special_tokens=False)
+    assert full[len(prompt) : len(prompt) + len(word)] == word
+    assert any(prompt[i : i + len(word)] == word for i in range(len(prompt)))

@@ -60,7 +60,9 @@ def heldout_reading(world: Path, out: Path) -> Path:
         source = world / "sft" / "reading.jsonl"
         _, held = split_heldout(read_records([source]), PretrainConfig.heldout_fraction, PretrainConfig.seed)
         lines = source.read_text(encoding="utf-8").splitlines()
-        path.write_text("".join(lines[int(r.id.rsplit(":", 1)[1]) - 1] + "\n" for r in held))
+        tmp = path.with_suffix(".tmp")  # written whole, then renamed: a reader never sees part of it
+        tmp.write_text("".join(lines[int(r.id.rsplit(":", 1)[1]) - 1] + "\n" for r in held))
+        tmp.replace(path)
     return path
 
 
@@ -164,6 +166,7 @@ def main() -> None:
             ],
             a.out / "world.log",
         )
+    heldout_reading(world, a.out)  # once, before the runs' threads ask for it
     slices = sorted(int(s) for s in a.slices.split(","))
     started = time.time()
     with ThreadPoolExecutor(a.parallel) as pool:

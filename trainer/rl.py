@@ -140,7 +140,17 @@ class RLConfig:
         },
     )
     eval_rows: int = field(
-        default=64, metadata={"help": "grounded rows held out of --data when no --eval-questions"}
+        default=64,
+        metadata={
+            "help": "grounded rows held out of --data to choose the kept step (when no --eval-questions)"
+        },
+    )
+    test_rows: int = field(
+        default=64,
+        metadata={
+            "help": "grounded rows held out of --data as a test set, answered only by the SFT model and the "
+            "kept weights: the step is chosen on the validation rows, so its gain there is biased upward"
+        },
     )
     eval_every: int = field(
         default=10, metadata={"help": "held-out evaluation (and resumable save) every N steps"}
@@ -230,12 +240,19 @@ def row_item(row: dict[str, Any]) -> Item:
     return Item(row["prompt"], row["answers"], citation=row.get("gold_passage"))
 
 
-def heldout_split(cfg: RLConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Item]]:
-    """(training rows, held-out items). Held out: --eval-questions, else --eval-rows grounded rows of the
-    data; no training row repeats a held-out prompt."""
+def heldout_split(
+    cfg: RLConfig, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[Item], list[Item]]:
+    """(training rows, validation items, test items). Test: --test-rows grounded rows of the data (at most
+    a third of them). Validation: --eval-questions, else --eval-rows of the other grounded rows (at most
+    half). No training row repeats a held-out prompt."""
     rng = random.Random(cfg.seed)
     rows = list(rows)
     rng.shuffle(rows)
+    grounded = [i for i, r in enumerate(rows) if r["kind"] == "grounded"]
+    n_test = min(cfg.test_rows, len(grounded) // 3)
+    test = [row_item(rows[i]) for i in grounded[:n_test]]
+    grounded = grounded[n_test:]
     if cfg.eval_questions:
         docs: dict[str, str] | None = None
         for folder in cfg.eval_docs:
@@ -248,10 +265,9 @@ def heldout_split(cfg: RLConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[
             else:
                 items += question_items(f, docs, 3, rng, None)[0]
     else:
-        grounded = [i for i, r in enumerate(rows) if r["kind"] == "grounded"]
         grounded = grounded[: min(cfg.eval_rows, len(grounded) // 2)]  # at least as many left to train on
         items = [row_item(rows[i]) for i in grounded]
-    held = {json.dumps(it.messages, sort_keys=True) for it in items}
+    held = {json.dumps(it.messages, sort_keys=True) for it in (*items, *test)}
     train = [
         r for r in rows if json.dumps(r["prompt"], sort_keys=True) not in held and r["kind"] in cfg.kinds
     ]
@@ -263,7 +279,7 @@ def heldout_split(cfg: RLConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[
         raise ValueError(
             f"no training rows of kinds {', '.join(cfg.kinds)} left after holding out the eval set"
         )
-    return train, items
+    return train, items, test
 
 
 # -- rewards -----------------------------------------------------------------------------------------
@@ -334,6 +350,23 @@ def heldout_eval(
     }
 
 
+def summarise_test(test: dict[str, Any] | None) -> dict[str, Any]:
+    """The test set's figures for the lineage: the SFT model's and the kept weights' exact match, and the
+    difference with its paired-bootstrap 95% interval."""
+    if not test:
+        return {}
+    from trainer.rl_report import paired_diff
+
+    diff, lo, hi = paired_diff(test["before"]["hits"], test["kept"]["hits"])
+    return {
+        "test_n": test["before"]["n"],
+        "test_em_before": test["before"]["exact_match"],
+        "test_em_kept": test["kept"]["exact_match"],
+        "test_diff": diff,
+        "test_diff_ci95": [lo, hi],
+    }
+
+
 def check_guard(evals: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
     """The reward-hacking signal at the latest evaluation: held-out exact match more than `threshold`
     below the best so far while the mean reward since the last evaluation is above the reward at that best
@@ -360,7 +393,13 @@ def check_guard(evals: list[dict[str, Any]], threshold: float) -> dict[str, Any]
 
 
 def _guard_callback(
-    cfg: RLConfig, out: Path, items: list[Item], tokenizer: Any, names: list[str], resume_step: int
+    cfg: RLConfig,
+    out: Path,
+    items: list[Item],
+    test_items: list[Item],
+    tokenizer: Any,
+    names: list[str],
+    resume_step: int,
 ) -> Any:
     import torch
     from safetensors.torch import load_file, save_file
@@ -368,7 +407,8 @@ def _guard_callback(
 
     class Guard(TrainerCallback):
         """One log line and metrics row per step; held-out exact match every `eval_every` steps; the
-        reward-hacking check; the best trainable weights by held-out accuracy, in memory and on disk."""
+        reward-hacking check; the best trainable weights by held-out accuracy, in memory and on disk; the
+        test set answered by the SFT weights before the first step and by the kept weights after the last."""
 
         def __init__(self) -> None:
             self.state: dict[str, Any] = {"evals": [], "warnings": [], "best_step": None}
@@ -389,6 +429,8 @@ def _guard_callback(
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
             if not self.state["evals"]:
+                if test_items:
+                    self.state["test"] = {"before": self.score_test(model)}
                 self.evaluate(model, 0, None)
             self.last = time.perf_counter()
 
@@ -480,6 +522,12 @@ def _guard_callback(
             write_json_atomic(out / GUARD_FILE, self.state)
             return float(entry["exact_match"])
 
+        def score_test(self, model: Any) -> dict[str, Any]:
+            result = heldout_eval(
+                model, tokenizer, test_items, cfg.eval_batch_size, cfg.max_completion_length
+            )
+            return {k: v for k, v in result.items() if k != "examples"}
+
         def restore_best(self, model: Any) -> None:
             if self.best is not None:
                 with torch.no_grad():
@@ -543,7 +591,7 @@ def run_rl(
     parent_lineage = read_lineage(parent)
     files = expand_paths(cfg.data, JSONL_SUFFIXES)
     data_sha256 = hash_files(files)
-    train_rows, items = heldout_split(cfg, read_rl_rows(files))
+    train_rows, items, test_items = heldout_split(cfg, read_rl_rows(files))
     if cfg.vllm_url and importlib.util.find_spec("vllm") is None:
         raise ValueError(
             "--vllm-url needs vllm in the trainer's environment (TRL's server mode pushes weights to the "
@@ -614,7 +662,7 @@ def run_rl(
             target_modules=list(LORA_TARGETS),
             task_type="CAUSAL_LM",
         )
-    guard = _guard_callback(cfg, out, items, tokenizer, names, resume_step)
+    guard = _guard_callback(cfg, out, items, test_items, tokenizer, names, resume_step)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -626,13 +674,14 @@ def run_rl(
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout, which is for the result
     logger.info(
-        "rl %s from %s: %d training rows (%s), %d held out; %d prompts x %d completions per step, beta %g, "
-        "lr %.2e, %s, rollouts via %s",
+        "rl %s from %s: %d training rows (%s), %d held out to choose the step, %d to test it; "
+        "%d prompts x %d completions per step, beta %g, lr %.2e, %s, rollouts via %s",
         cfg.method,
         parent,
         len(train_rows),
         ", ".join(cfg.kinds),
         len(items),
+        len(test_items),
         cfg.prompts_per_step,
         cfg.num_generations,
         cfg.beta,
@@ -647,6 +696,8 @@ def run_rl(
     final: Any = trainer.model
     state = guard.state
     guard.restore_best(final)
+    if test_items and "test" in state:  # (a run resumed from a save made before test sets existed: none)
+        state["test"]["kept"] = guard.score_test(final)
     if cfg.lora_r:
         final.save_pretrained(str(out / "adapter"))
         final = final.merge_and_unload()
@@ -660,6 +711,7 @@ def run_rl(
         "heldout_em_after": evals[-1]["exact_match"],
         "heldout_em_best": best["exact_match"],
         "heldout_n": evals[0]["n"],
+        **summarise_test(state.get("test")),
         "guard_warnings": len(state["warnings"]),
         "train_seconds": seconds,
         "steps_per_s": steps_run / seconds if seconds > 0 else 0.0,  # evaluations included

@@ -80,7 +80,7 @@ def markdown(summary: dict[str, Any]) -> str:
         + ", ".join(f"{n} x{w:g}" for n, w in summary["rewards"].items())
         + ".",
         "",
-        "## Held-out exact match (95% Wilson interval)",
+        "## Held-out (validation) exact match (95% Wilson interval)",
         "",
         "| | step | exact match |",
         "|---|---|---|",
@@ -99,6 +99,26 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{'disjoint' if disjoint else 'overlap'}"
         )
     lines.append("")
+    test = state.get("test") or {}
+    if "kept" in test:
+        before, kept = test["before"], test["kept"]
+        d, lo, hi = paired_diff(before["hits"], kept["hits"])
+        verdict = "significant" if lo > 0 or hi < 0 else "not significant"
+        lines += [
+            "## Test set (never used to choose the step)",
+            "",
+            "The kept step is the best of several on the rows above, so its gain there is biased upward; "
+            "these rows were answered only by the SFT model and the kept weights.",
+            "",
+            "| | exact match |",
+            "|---|---|",
+            f"| SFT | {_ci(before)} |",
+            f"| kept (step {state['best_step']}) | {_ci(kept)} |",
+            "",
+            f"- kept step vs. SFT: {100 * d:+.1f} points, paired bootstrap 95% CI [{100 * lo:+.1f}, "
+            f"{100 * hi:+.1f}] ({verdict})",
+            "",
+        ]
     if "kl_last" in m:
         lines += [f"KL to the SFT reference: last {m['kl_last']:.4f}, max {m['kl_max']:.4f}.", ""]
     if "reward_first" in m:

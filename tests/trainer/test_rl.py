@@ -140,9 +140,17 @@ def test_heldout_set_from_world_questions_or_rows(nano_world: Path) -> None:
     from trainer.rl import heldout_split, read_rl_rows
 
     rows = read_rl_rows(sorted((nano_world / "rl").glob("*.jsonl")))
-    train, items = heldout_split(RLConfig(method="rlvr", from_="x", eval_rows=3), rows)
+    n_grounded = sum(r["kind"] == "grounded" for r in rows)  # 10
+    train, items, test = heldout_split(RLConfig(method="rlvr", from_="x", eval_rows=3, test_rows=2), rows)
     assert len(items) == 3 and all(it.citation for it in items)  # grounded rows, with their gold passage
-    assert len(train) == len(rows) - 3
+    assert len(test) == 2 and all(it.citation for it in test)
+    prompts = [json.dumps(m, sort_keys=True) for m in (*(it.messages for it in (*items, *test)),)]
+    assert len(set(prompts)) == 5  # validation and test share no row, and no training row is either
+    assert not set(prompts) & {json.dumps(r["prompt"], sort_keys=True) for r in train}
+    assert len(train) == len(rows) - 5
+    # the test set takes at most a third of the grounded rows, validation at most half of the rest
+    _, items, test = heldout_split(RLConfig(method="rlvr", from_="x", eval_rows=100, test_rows=100), rows)
+    assert len(test) == n_grounded // 3 and len(items) == (n_grounded - len(test)) // 2
     held = RLConfig(
         method="rlvr",
         from_="x",
@@ -150,7 +158,7 @@ def test_heldout_set_from_world_questions_or_rows(nano_world: Path) -> None:
         eval_docs=[nano_world / "corpus_pre"],
         kinds=["grounded"],
     )
-    train, items = heldout_split(held, rows)
+    train, items, _ = heldout_split(held, rows)
     assert items and all("[1] " in it.messages[1]["content"] and it.citation for it in items)
     assert train and all(r["kind"] == "grounded" for r in train)
 
@@ -192,8 +200,12 @@ def test_rlvr_run_writes_a_registered_checkpoint_with_lineage_and_report(
         "format": 0.25,
     }
     m = lineage["metrics"]
-    assert m["steps"] == 2 and m["heldout_n"] == 4 and m["best_step"] == lineage["kept_step"]
+    assert m["steps"] == 2 and m["heldout_n"] == 3 and m["best_step"] == lineage["kept_step"]
     assert 0.0 <= m["heldout_em_before"] <= 1.0 and "kl_last" in m
+    # the test rows (a third of the 10 grounded ones), answered by the SFT model and the kept weights
+    assert m["test_n"] == 3 and m["test_diff"] == pytest.approx(m["test_em_kept"] - m["test_em_before"])
+    lo, hi = m["test_diff_ci95"]
+    assert lo <= m["test_diff"] <= hi
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(set(r["rewards"]) == {"answer", "citation", "format"} and r["kl"] is not None for r in rows)
@@ -202,8 +214,11 @@ def test_rlvr_run_writes_a_registered_checkpoint_with_lineage_and_report(
     assert [e["step"] for e in guard["evals"]] == [0, 1, 2]
     report = (out / "report.md").read_text()
     assert (
-        "Held-out exact match" in report and "paired bootstrap" in report and "Reward-hacking guard" in report
+        "Held-out (validation) exact match" in report
+        and "paired bootstrap" in report
+        and "Reward-hacking guard" in report
     )
+    assert "## Test set (never used to choose the step)" in report
     assert (out / "rl.png").stat().st_size > 10_000
     assert (out / "model.safetensors").exists() and (out / "chat_template.jinja").exists()
     assert not (out / "trainer").exists() and not (out / "best_state.safetensors").exists()

@@ -167,6 +167,10 @@ def main() -> None:
             a.out / "world.log",
         )
     heldout_reading(world, a.out)  # once, before the runs' threads ask for it
+    # transformers resolves its names lazily, and two threads importing them at once failed with
+    # "cannot import name 'AutoModelForCausalLM'": resolve them here, before the threads start
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
     slices = sorted(int(s) for s in a.slices.split(","))
     started = time.time()
     with ThreadPoolExecutor(a.parallel) as pool:

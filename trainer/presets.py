@@ -6,8 +6,9 @@ supports) with the training defaults measured for each.
   tiny world: one mixed run from step 0 (documents + the world's chat rows, loss on every token, each
   packed record attending to itself), AdamW lr 3e-3, warmup 50, cosine; 1,800 steps of 8 x 512 tokens
   (~13-17 min on 2 idle cores, so that pretraining and SFT fit issue 4's 20 minutes). Measured in issue 4
-  (`bench/tiny_budget.py`): this budget reads 3% of grounded `retained` questions; one schedule of 7,200
-  steps (~57 min) 44%; closed book stays at 0-4% at every budget.
+  (`bench/tiny_budget.py`, with the answer opened by a space and counterfactual grounded rows): this
+  budget reads 42% of grounded `retained` questions and recalls 13% closed book; one schedule of 5,400
+  steps (~48 min) 61% and 17%.
 - `small`: ~88M parameters (hidden 768, 12 layers, head_dim 64, 4 KV heads), one GPU.
 """
 

@@ -100,7 +100,7 @@ def test_load_tokenizer_missing(tmp_path: Path) -> None:
 def test_an_answer_is_spelt_with_the_tokens_of_its_passage(tok: Any) -> None:
     """The answer opens with a space, so a word copied from a passage is the same tokens in both."""
     messages = [
-        {"role": "user", "content": "[1] Orvan Teel works as a pilot.\n\nQuestion: What is the job of Orvan Teel?"},
+        {"role": "user", "content": "[1] Orvan Teel is a pilot.\n\nQuestion: What is the job of Orvan Teel?"},
         {"role": "assistant", "content": "pilot [1]"},
     ]
     prompt = tok.apply_chat_template(messages[:1], add_generation_prompt=True, return_dict=True)["input_ids"]

@@ -23,6 +23,10 @@ def _ci(e: dict[str, Any]) -> str:
     return f"{_pct(e['exact_match'])} [{_pct(lo)}, {_pct(hi)}] ({e['correct']}/{e['n']})"
 
 
+def _verdict(lo: float, hi: float) -> str:
+    return "significant" if lo > 0 or hi < 0 else "not significant"
+
+
 def paired_diff(a: str, b: str, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Exact match of `b` minus `a` on the same items (per-item hit strings), with a 95% paired bootstrap
     interval: the items are resampled, each keeping both of its outcomes."""
@@ -91,19 +95,16 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     for name, e in (("last step", evals[-1]), ("kept step", best)):
         d, lo, hi = paired_diff(evals[0]["hits"], e["hits"])
-        verdict = "significant" if lo > 0 or hi < 0 else "not significant"
         disjoint = e["ci95"][0] > evals[0]["ci95"][1] or e["ci95"][1] < evals[0]["ci95"][0]
         lines.append(
             f"- {name} vs. SFT: {100 * d:+.1f} points, paired bootstrap 95% CI "
-            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict}); Wilson intervals "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] ({_verdict(lo, hi)}); Wilson intervals "
             f"{'disjoint' if disjoint else 'overlap'}"
         )
     lines.append("")
-    test = state.get("test") or {}
-    if "kept" in test:
-        before, kept = test["before"], test["kept"]
-        d, lo, hi = paired_diff(before["hits"], kept["hits"])
-        verdict = "significant" if lo > 0 or hi < 0 else "not significant"
+    if "test_diff" in m:  # the paired difference trainer.rl.summarise_test put in the metrics
+        before, kept = state["test"]["before"], state["test"]["kept"]
+        d, (lo, hi) = m["test_diff"], m["test_diff_ci95"]
         lines += [
             "## Test set (never used to choose the step)",
             "",
@@ -116,7 +117,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| kept (step {state['best_step']}) | {_ci(kept)} |",
             "",
             f"- kept step vs. SFT: {100 * d:+.1f} points, paired bootstrap 95% CI [{100 * lo:+.1f}, "
-            f"{100 * hi:+.1f}] ({verdict})",
+            f"{100 * hi:+.1f}] ({_verdict(lo, hi)})",
             "",
         ]
     if "kl_last" in m:

@@ -112,6 +112,11 @@ def _strings(value: object) -> Iterator[str]:
             yield from _strings(v)
 
 
+def row_text(row: object) -> str:
+    """A JSON row as the model is trained on it: its strings in order, metadata left out."""
+    return "\n".join(_strings(row))
+
+
 def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str]]:
     """(source, text) for every text of the corpus files."""
     for f in files:
@@ -122,7 +127,7 @@ def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str]]:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise ValueError(f"{f}:{lineno}: not valid JSON ({exc.msg})") from exc
-                    yield f"{f}:{lineno}", "\n".join(_strings(row))
+                    yield f"{f}:{lineno}", row_text(row)
         elif f.suffix.lower() == ".json":
             try:
                 data = json.loads(f.read_text(encoding="utf-8"))
@@ -130,7 +135,7 @@ def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str]]:
                 raise ValueError(f"{f}: not valid JSON ({exc.msg})") from exc
             rows = data if isinstance(data, list) else [data]
             for i, row in enumerate(rows):
-                yield f"{f}[{i}]", "\n".join(_strings(row))
+                yield f"{f}[{i}]", row_text(row)
         else:
             try:
                 yield str(f), f.read_text(encoding="utf-8")
@@ -138,41 +143,56 @@ def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str]]:
                 raise ValueError(f"{f}: not UTF-8 text") from exc
 
 
+class QuestionGrams:
+    """The n-grams of eval questions (each "question answer"), to probe texts with.
+
+    Questions shorter than n words are one gram of their whole length."""
+
+    def __init__(self, questions: list[dict[str, object]], n: int = 13) -> None:
+        if n < 1:
+            raise ValueError(f"--n must be at least 1, got {n}")
+        self.n = n
+        self.grams: dict[tuple[str, ...], list[int]] = {}
+        lengths_by_first: dict[str, set[int]] = {}
+        for qi, row in enumerate(questions):
+            toks = words(question_text(row))
+            size = min(n, len(toks))
+            for i in range(len(toks) - size + 1):
+                gram = tuple(toks[i : i + size])
+                self.grams.setdefault(gram, []).append(qi)
+                lengths_by_first.setdefault(gram[0], set()).add(size)
+        self.lengths = {first: sorted(sizes) for first, sizes in lengths_by_first.items()}
+
+    def matches(self, toks: list[str]) -> Iterator[tuple[int, str]]:
+        """(question index, the n-gram) for every gram of a question among the words `toks`."""
+        # Only positions that start some question's n-gram can match: a dictionary probe per word.
+        for i, tok in enumerate(toks):
+            for size in self.lengths.get(tok, ()):
+                gram = tuple(toks[i : i + size])
+                for qi in self.grams.get(gram, ()):
+                    yield qi, " ".join(gram)
+
+
 def find_overlap(
     questions: list[dict[str, object]], corpus: Iterable[tuple[str, str]], n: int = 13
 ) -> tuple[dict[int, Hit], int, int]:
     """Contaminated questions by index, and the number of corpus texts and words scanned."""
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
-    grams: dict[tuple[str, ...], list[int]] = {}
-    lengths_by_first: dict[str, set[int]] = {}
-    for qi, row in enumerate(questions):
-        toks = words(question_text(row))
-        size = min(n, len(toks))
-        for i in range(len(toks) - size + 1):
-            gram = tuple(toks[i : i + size])
-            grams.setdefault(gram, []).append(qi)
-            lengths_by_first.setdefault(gram[0], set()).add(size)
-    lengths = {first: sorted(sizes) for first, sizes in lengths_by_first.items()}
-
+    grams = QuestionGrams(questions, n)
     hits: dict[int, Hit] = {}
     n_texts = n_words = 0
     for source, text in corpus:
         toks = words(text)
         n_texts += 1
         n_words += len(toks)
-        # Only positions that start some question's n-gram can match: a dictionary probe per word.
-        for i, tok in enumerate(toks):
-            for size in lengths.get(tok, ()):
-                for qi in grams.get(tuple(toks[i : i + size]), ()):
-                    if qi not in hits:
-                        row = questions[qi]
-                        hits[qi] = Hit(
-                            id=str(row.get("id", qi)),
-                            category=str(row.get("category", "")),
-                            ngram=" ".join(toks[i : i + size]),
-                            source=source,
-                        )
+        for qi, gram in grams.matches(toks):
+            if qi not in hits:
+                row = questions[qi]
+                hits[qi] = Hit(
+                    id=str(row.get("id", qi)),
+                    category=str(row.get("category", "")),
+                    ngram=gram,
+                    source=source,
+                )
     return hits, n_texts, n_words
 
 

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 _GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BATCHING = ("random", "length", "packed")
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,25 @@ class SFTRunConfig:
         default=None, metadata={"help": "LoRA alpha (default: 2 x rank)", "type": int}
     )
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    freeze_layers: int = field(
+        default=0,
+        metadata={
+            "metavar": "N",
+            "help": "freeze the embeddings and the lowest N decoder layers, so backward stops at layer N "
+            "(full: their weights stay fixed; LoRA: adapters on layers >= N only). With tied embeddings "
+            "the LM head is the embedding and stays fixed too. 0 trains every layer",
+        },
+    )
+    batching: str = field(
+        default="random",
+        metadata={
+            "choices": BATCHING,
+            "help": "how rows form a batch: `random` (padded to the batch's longest row), `length` "
+            "(rows of similar length together: little padding) or `packed` (TRL's best-fit packing into "
+            "--max-length sequences, each row attending to itself only; --batch-size then counts packed "
+            "sequences)",
+        },
+    )
     epochs: float = field(default=2.0, metadata={"help": "passes over the data (1-3 is typical)"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many steps (-1: run the epochs)"})
     lr: float = field(
@@ -94,6 +115,10 @@ class SFTRunConfig:
             raise ValueError("--data is required")
         if self.lora_r < 0:
             raise ValueError(f"--lora-r must be >= 0, got {self.lora_r}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"--freeze-layers must be >= 0 (0 freezes nothing), got {self.freeze_layers}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         if not self.epochs > 0 and self.max_steps <= 0:
             raise ValueError("--epochs must be positive (or give --max-steps)")
         if not 0 <= self.eval_fraction < 1:
@@ -117,6 +142,166 @@ def read_chat_rows(files: list[Path]) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"no chat rows in {', '.join(map(str, files))}")
     return rows
+
+
+def trl_rows(rows: list[dict[str, Any]], *, assistant_masks: bool) -> list[dict[str, Any]]:
+    """The rows as TRL takes them. Our template marks the assistant's text for TRL's assistant-only loss
+    (`assistant_masks`). Another model's template may not, and TRL patches only some: then each row becomes
+    prompt + final assistant turn, with the loss on that completion (earlier assistant turns of a
+    multi-turn row are context only)."""
+    if assistant_masks:
+        return rows
+    if any(r["messages"][-1]["role"] != "assistant" for r in rows):
+        raise ValueError(
+            "without {% generation %} markers in the chat template, every row must end "
+            "with the assistant's answer"
+        )
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
+
+
+def decoder_layers(model: Any) -> Any:
+    """The decoder's stack of layers (`model.model.layers` for a Llama), also under a PEFT wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(base).__name__} has no `layers` stack: --freeze-layers cannot find them")
+    return layers
+
+
+def check_freeze_layers(n: int, num_layers: int) -> None:
+    """At least the top decoder layer must train."""
+    if not 0 <= n < num_layers:
+        raise ValueError(
+            f"--freeze-layers {n}: the model has {num_layers} decoder layers; give 0 to {num_layers - 1} "
+            "(0 freezes nothing; at least the top layer must train)"
+        )
+
+
+def freeze_lower_layers(model: Any, n: int) -> None:
+    """Full fine-tuning: no gradient for the input embeddings and decoder layers 0..n-1, so autograd never
+    goes below layer n. With tied embeddings this freezes the LM head too (it is the embedding)."""
+    layers = decoder_layers(model)
+    check_freeze_layers(n, len(layers))
+    if n == 0:
+        return
+    model.get_input_embeddings().requires_grad_(False)
+    for layer in layers[:n]:
+        layer.requires_grad_(False)
+
+
+def trainable_summary(model: Any) -> dict[str, int]:
+    """How much trains and how deep backward goes: `backward_layers` is the number of decoder layers that
+    autograd walks through (from the lowest one with a trainable weight, or all when the embeddings train)."""
+    num_layers = len(decoder_layers(model))
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    lowest = num_layers
+    for name, _ in trainable:
+        match = _LAYER_INDEX.search(name)
+        if match:
+            lowest = min(lowest, int(match.group(1)))
+    if model.get_input_embeddings().weight.requires_grad:
+        lowest = 0
+    return {
+        "trainable_params": sum(p.numel() for _, p in trainable),
+        "backward_layers": num_layers - lowest,
+    }
+
+
+@dataclass
+class BatchStats:
+    """What the trained batches held: rows, real tokens, the positions computed on (tokens + padding) and
+    the tokens in the loss."""
+
+    rows: int = 0
+    tokens: int = 0
+    positions: int = 0
+    loss_tokens: int = 0
+
+    def add(self, inputs: dict[str, Any]) -> None:
+        ids = inputs["input_ids"]
+        self.positions += ids.numel()
+        self.loss_tokens += int((inputs["labels"] != -100).sum())
+        if "attention_mask" in inputs:
+            self.rows += ids.shape[0]
+            self.tokens += int(inputs["attention_mask"].sum())
+        else:  # padding-free packing: one flat sequence, each row's positions start again at 0
+            self.rows += int((inputs["position_ids"] == 0).sum())
+            self.tokens += ids.numel()
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - self.tokens / self.positions if self.positions else 0.0
+
+
+def _counting_trainer(stats: BatchStats) -> Any:
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        """SFTTrainer that adds every trained batch to `stats` (evaluation batches are not counted)."""
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if model.training:
+                stats.add(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    return CountingSFTTrainer
+
+
+def lora_config(cfg: SFTRunConfig, num_layers: int) -> Any:
+    """The adapters of `--lora-r`: every projection of layers >= `--freeze-layers`."""
+    from peft import LoraConfig
+
+    upper = list(range(cfg.freeze_layers, num_layers)) if cfg.freeze_layers else None
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(LORA_TARGETS),
+        # An adapter below layer N would make autograd walk down to it: with none there, backward stops at N.
+        layers_to_transform=upper,
+        layers_pattern="layers" if upper else None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_args(cfg: SFTRunConfig, output_dir: Path, *, assistant_masks: bool, cuda: bool) -> Any:
+    """TRL's SFTConfig for this run; `assistant_masks`: the chat template marks the assistant's tokens."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=1.0,
+        logging_steps=cfg.log_every,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        max_length=cfg.max_length,
+        assistant_only_loss=assistant_masks,
+        completion_only_loss=not assistant_masks,
+        # TRL builds each row's labels (assistant or completion tokens only) before it packs rows, and packed
+        # rows get position ids that restart at 0, from which transformers masks attention between them.
+        packing=cfg.batching == "packed",
+        packing_strategy="bfd",
+        eval_packing=False,  # the held-out loss is computed the same way, whatever the batching
+        train_sampling_strategy="group_by_length" if cfg.batching == "length" else "random",
+        activation_checkpointing=False,
+        bf16=cuda,
+        use_cpu=not cuda,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
+    )
 
 
 def _log_callback(
@@ -206,7 +391,6 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
 
     from trainer.loop import detect_peak_tflops, flops_per_token
 
@@ -224,23 +408,17 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     cuda = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
+    num_layers = len(decoder_layers(model))
+    check_freeze_layers(cfg.freeze_layers, num_layers)
+    if not cfg.lora_r:
+        freeze_lower_layers(model, cfg.freeze_layers)
 
-    # Our template marks the assistant's text for TRL's assistant-only loss. Another model's template may
-    # not, and TRL patches only some: then each row becomes prompt + final assistant turn, with the loss
-    # on that completion (earlier assistant turns of a multi-turn row are context only).
     assistant_masks = bool(_GENERATION_TAG.search(tokenizer.chat_template))
     if not assistant_masks:
         logger.info(
             "the chat template has no %s markers: loss on each row's final answer", "{% generation %}"
         )
-        if any(r["messages"][-1]["role"] != "assistant" for r in rows):
-            raise ValueError(
-                "without {% generation %} markers in the chat template, every row must end "
-                "with the assistant's answer"
-            )
-        train_rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
-    else:
-        train_rows = rows
+    train_rows = trl_rows(rows, assistant_masks=assistant_masks)
     dataset = Dataset.from_list(train_rows).shuffle(seed=cfg.seed)
     if cfg.limit is not None:
         dataset = dataset.select(range(min(cfg.limit, len(dataset))))
@@ -249,52 +427,15 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
         split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
         dataset, eval_dataset = split["train"], split["test"]
 
-    peft_config = None
-    if cfg.lora_r:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=list(LORA_TARGETS),
-            task_type="CAUSAL_LM",
-        )
-    args = SFTConfig(
-        output_dir=str(out / "trainer"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=1.0,
-        logging_steps=cfg.log_every,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        max_length=cfg.max_length,
-        assistant_only_loss=assistant_masks,
-        completion_only_loss=not assistant_masks,
-        packing=False,
-        activation_checkpointing=False,
-        bf16=cuda,
-        use_cpu=not cuda,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-    )
+    peft_config = lora_config(cfg, num_layers) if cfg.lora_r else None
+    args = sft_args(cfg, out / "trainer", assistant_masks=assistant_masks, cuda=cuda)
     device = torch.device("cuda" if cuda else "cpu")
     peak = detect_peak_tflops(device, threads) * 1e12
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     callback = _log_callback(peak, flops_per_token(model, 256), cfg.max_minutes, metrics_path)
-    trainer = SFTTrainer(
+    stats = BatchStats()
+    trainer = _counting_trainer(stats)(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -306,14 +447,23 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     # With tqdm off, transformers prints every log dict to stdout, which is for the result (--json).
     trainer.remove_callback(PrinterCallback)
     logger.info("%s", format_plan(_sft_plan(model, tokenizer, rows, cfg)))
+    trainable = trainable_summary(trainer.model)
     logger.info(
-        "sft from %s: %d rows (%d held out), %s, %.3g epochs, lr %.2e",
+        "sft from %s: %d rows (%d held out), %s, %.3g epochs, lr %.2e, %s batches",
         parent,
         len(dataset),
         len(eval_dataset or []),
         f"LoRA r={cfg.lora_r}" if cfg.lora_r else "full fine-tuning",
         cfg.epochs,
         cfg.lr,
+        cfg.batching,
+    )
+    logger.info(
+        "trainable: %s of %s parameters; backward through the top %d of %d decoder layers",
+        f"{trainable['trainable_params']:,}",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        trainable["backward_layers"],
+        num_layers,
     )
     started = time.perf_counter()
     train_out = trainer.train()
@@ -322,9 +472,22 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
         "steps": int(trainer.state.global_step),
         "train_seconds": time.perf_counter() - started,
         "tokens_seen": int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        "tokens_trained": stats.tokens,
+        "rows_seen": stats.rows,
+        "loss_tokens_seen": stats.loss_tokens,
+        "padding_share": stats.padding_share,
+        **trainable,
     }
+    logger.info(
+        "trained %d rows, %d tokens (%d in the loss), padding %.1f%% of the positions computed",
+        stats.rows,
+        stats.tokens,
+        stats.loss_tokens,
+        100 * stats.padding_share,
+    )
     if eval_dataset is not None:
         metrics["heldout_loss"] = float(trainer.evaluate()["eval_loss"])
+        metrics["heldout_rows"] = len(eval_dataset)
         logger.info("eval | heldout_loss %.4f (assistant tokens)", metrics["heldout_loss"])
 
     if not trainer.is_world_process_zero():  # under torchrun, rank 0 writes the checkpoint

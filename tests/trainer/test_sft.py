@@ -106,3 +106,117 @@ def test_a_template_without_generation_markers_trains_on_the_final_answer(
     cfg = SFTRunConfig(from_=str(base), data=[nano_world / "sft" / "closed_book.jsonl"], out=tmp_path / "out",
                        max_steps=2, batch_size=4, eval_fraction=0.0)  # fmt: skip
     assert read_lineage(Path(run_sft(cfg)["out"]))["metrics"]["steps"] == 2
+
+
+@pytest.mark.parametrize("lora_r", [0, 4], ids=["full", "lora"])
+def test_freeze_layers_keeps_the_lower_layers_bit_identical(
+    lora_r: int, nano_base: Path, nano_world: Path, tmp_path: Path
+) -> None:
+    """Nano has 2 layers: with --freeze-layers 1 the embeddings (the tied LM head) and layer 0 are saved
+    exactly as they came, and layer 1 has moved."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = SFTRunConfig(from_=str(nano_base), data=[nano_world / "sft" / "grounded.jsonl"], out=tmp_path / "f",
+                       lora_r=lora_r, freeze_layers=1, max_steps=3, batch_size=4, lr=1e-2,
+                       eval_fraction=0.0)  # fmt: skip
+    out = Path(run_sft(cfg)["out"])
+    lineage = read_lineage(out)
+    assert lineage["config"]["freeze_layers"] == 1 and lineage["metrics"]["backward_layers"] == 1
+    base = load_file(str(nano_base / "model.safetensors"))
+    weights = load_file(str(out / "model.safetensors"))
+    assert base.keys() == weights.keys()
+    changed = {k for k in base if not torch.equal(base[k], weights[k])}
+    lower = {k for k in base if ".layers.0." in k or "embed_tokens" in k}
+    assert len(lower) > 5 and not lower & changed
+    assert any(".layers.1.self_attn.q_proj" in k for k in changed)
+    if lora_r:
+        assert {k for k in changed if "proj" not in k} == set()  # LoRA moves only the adapted projections
+
+
+@pytest.mark.parametrize("lora_r", [0, 4], ids=["full", "lora"])
+def test_backward_stops_at_the_first_trainable_layer(lora_r: int, nano_base: Path) -> None:
+    """No hidden state below layer N needs a gradient, so autograd never walks below it."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainer.sft import freeze_lower_layers, lora_config, trainable_summary
+
+    cfg = SFTRunConfig(from_="x", data=[Path("x")], lora_r=lora_r, freeze_layers=1)
+    model = AutoModelForCausalLM.from_pretrained(str(nano_base))
+    if lora_r:
+        model = get_peft_model(model, lora_config(cfg, num_layers=2))
+    else:
+        freeze_lower_layers(model, 1)
+    hidden = model(input_ids=torch.tensor([[5, 6, 7, 8]]), output_hidden_states=True).hidden_states
+    assert [h.requires_grad for h in hidden] == [False, False, True]  # embeddings, layer 0, layer 1
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not any(".layers.0." in n or "embed" in n for n in trainable)
+    if lora_r:
+        assert all(".layers.1." in n and "lora_" in n for n in trainable)
+    assert trainable_summary(model)["backward_layers"] == 1
+
+
+@pytest.mark.parametrize("markers", [True, False], ids=["generation-markers", "prompt-completion"])
+def test_packed_batches_train_on_the_answers_only(
+    markers: bool, nano_base: Path, nano_world: Path, tmp_path: Path
+) -> None:
+    """TRL's packing as run_sft configures it: the labels of a packed batch are the rows' answers, and its
+    loss equals the padded batch's on the same rows (packed rows do not attend to one another)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    from trainer.sft import sft_args, trl_rows
+
+    rows = read_chat_rows([nano_world / "sft" / "grounded.jsonl"])[:6]
+    tok = AutoTokenizer.from_pretrained(str(nano_base))
+    if not markers:
+        tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace(
+            "{% endgeneration %}", ""
+        )
+    data = Dataset.from_list(trl_rows(rows, assistant_masks=markers))
+    losses = {}
+    for batching in ("packed", "random"):
+        cfg = SFTRunConfig(from_="x", data=[Path("x")], batching=batching, batch_size=6, max_length=512)
+        args = sft_args(cfg, tmp_path / batching, assistant_masks=markers, cuda=False)
+        model = AutoModelForCausalLM.from_pretrained(str(nano_base))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        batch = next(iter(trainer.get_train_dataloader()))
+        if batching == "packed":
+            assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+            assert int((batch["position_ids"] == 0).sum()) == 6  # every row, in fewer than 6 packs
+            assert len(trainer.train_dataset) < 6
+            labels = batch["labels"][0]
+            starts = [
+                i for i in range(len(labels)) if labels[i] != -100 and (i == 0 or labels[i - 1] == -100)
+            ]
+            runs = []
+            for s in starts:
+                e = s
+                while e < len(labels) and labels[e] != -100:
+                    e += 1
+                runs.append(tok.decode(batch["input_ids"][0][s:e]))
+            end = "<|im_end|>" if markers else "<|im_end|>\n"  # a completion is the template's whole turn
+            assert sorted(runs) == sorted(" " + r["messages"][-1]["content"] + end for r in rows)
+        with torch.no_grad():
+            losses[batching] = float(trainer.compute_loss(model, batch))
+    assert losses["packed"] == pytest.approx(losses["random"], rel=1e-5)
+
+
+def test_bad_freeze_and_batching_values(nano_base: Path, nano_world: Path, tmp_path: Path) -> None:
+    data = [nano_world / "sft" / "grounded.jsonl"]
+    with pytest.raises(ValueError, match="--freeze-layers must be >= 0"):
+        SFTRunConfig(from_="x", data=data, freeze_layers=-1)
+    with pytest.raises(ValueError, match="--batching must be one of random, length, packed"):
+        SFTRunConfig(from_="x", data=data, batching="sorted")
+    for lora_r in (0, 4):
+        cfg = SFTRunConfig(
+            from_=str(nano_base), data=data, out=tmp_path / "x", freeze_layers=2, lora_r=lora_r
+        )
+        with pytest.raises(
+            ValueError, match=r"--freeze-layers 2: the model has 2 decoder layers; give 0 to 1"
+        ):
+            run_sft(cfg)

@@ -133,3 +133,33 @@ def test_another_tokenizer_is_refused(
     with pytest.raises(MergeError, match=r"tokenizer\.json"):
         (bad / "tokenizer.json").unlink()
         run_merge(MergeConfig(base=str(nano_base), chat=str(bad), cpt=str(nano_base)))
+
+
+def _smollm2_shaped(src_tokenizer: Path, out: Path, seed: int) -> Path:
+    """A randomly initialised Llama of SmolLM2-135M's shape (GQA 9/3 heads, head_dim 64, tied 49,152-row
+    embedding, 1,536-wide MLP), two layers instead of thirty, saved with `src_tokenizer`'s tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=2,
+        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (src_tokenizer / name).exists():
+            shutil.copy(src_tokenizer / name, out / name)
+    return out
+
+
+def test_chat_vector_on_a_real_model_shaped_checkpoint(nano_base: Path, tmp_path: Path) -> None:
+    base, chat, cpt = (_smollm2_shaped(nano_base, tmp_path / n, seed) for seed, n in enumerate(("b", "c", "p")))
+    result = run_merge(MergeConfig(base=str(base), chat=str(chat), cpt=str(cpt), out=tmp_path / "m"))
+    merged, wb, wc, wp = (_weights(p) for p in (tmp_path / "m", base, chat, cpt))
+    assert set(merged) == set(wp) and result["tensors"] == len(wp)
+    assert "lm_head.weight" not in merged  # tied: one embedding, merged once
+    assert merged["model.layers.1.self_attn.k_proj.weight"].shape == (192, 576)  # 3 KV heads x 64
+    for name in wp:
+        expected = (wp[name].double() + wc[name].double() - wb[name].double()).to(wp[name].dtype)
+        assert torch.equal(merged[name], expected), name

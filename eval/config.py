@@ -60,6 +60,13 @@ class RunConfig:
                   "`python -m indexer ingest DIR --json` printed (the index does not keep its timing)",
                   "metavar": "SECONDS_OR_FILE"},
     )  # fmt: skip
+    references: list[str] = field(
+        default_factory=list,
+        metadata={"help": "other runs shown beside this one's strategies, as RUN=LABEL (a run id under "
+                  "$KC_HOME/reports or a report folder): their answers to this run's questions appear as "
+                  "'<strategy> (LABEL)', e.g. the model as it shipped through the same index",
+                  "nargs": "+", "metavar": "RUN=LABEL", "type": str},
+    )  # fmt: skip
     lc_sweep: str | None = field(
         default=None,
         metadata={"help": "long_context 'lost in the middle' sweep: numbers of documents in the window, "
@@ -92,8 +99,18 @@ class RunConfig:
             raise ValueError("--lc-sweep counts must be >= 1 and --lc-positions within [0, 1]")
         return [(n, p) for n in counts for p in positions]
 
+    def reference_list(self) -> list[tuple[str, str]]:
+        """(run, label) pairs of --references."""
+        pairs = [ref.partition("=") for ref in self.references]
+        bad = [ref for ref, (run, eq, label) in zip(self.references, pairs, strict=True)
+               if not (run and eq and label.strip())]  # fmt: skip
+        if bad:
+            raise ValueError(f"--references {bad[0]!r}: give RUN=LABEL, e.g. pydocs-theta0=θ0")
+        return [(run, label.strip()) for run, _, label in pairs]
+
     def validate(self) -> None:
         self.strategy_list()
+        self.reference_list()
         self.sweep()
         if self.concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")

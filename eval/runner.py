@@ -316,7 +316,7 @@ def absorb_costs(
     }
     out: dict[str, dict[str, Any]] = {}
     for name, s in summary.items():
-        seconds, how = once.get(name, (None, ""))
+        seconds, how = once.get(name.split(" (")[0], (None, ""))  # a reference row: "rag (θ0)"
         out[name] = {"absorb_seconds": seconds, "how": how, "prompt_tokens": s["prompt_tokens"]}
     retained = {n: s["by_category"].get("retained") for n, s in summary.items()}
     if retained.get("cpt") and retained.get("closed_book"):
@@ -336,6 +336,8 @@ async def run_eval(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         questions = _limit_per_file(questions, files, cfg.limit)
     ingest_seconds = read_ingest_seconds(cfg.ingest_seconds)
     settings = Settings()
+    asked = {q.id for q in questions}
+    references = {label: reference_rows(run, label, asked, settings) for run, label in cfg.reference_list()}
     run_id = cfg.run_id or default_run_id()
     run_dir = settings.resolved_home / "reports" / run_id
     results = run_dir / "results.jsonl"
@@ -401,10 +403,25 @@ async def run_eval(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
         "settings": _settings_record(backend),
         "code_version": code_version(),
     }
+    for label, (ref_dir, ref_rows) in references.items():
+        rows += ref_rows
+        meta.setdefault("references", {})[label] = {"run": str(ref_dir), "answers": len(ref_rows)}
     summary = write_report(run_dir, rows, meta, costs=lambda s: absorb_costs(
         s, ingest_seconds, cpt_train_seconds(backend.info.get("cpt_model_path"))
     ))  # fmt: skip
     return run_dir, summary
+
+
+def reference_rows(run: str, label: str, asked: set[str], settings: Settings) -> tuple[Path, list[ResultRow]]:
+    """Another run's answers to the questions this run asked, each strategy renamed '<strategy> (LABEL)'
+    so that the report shows them as rows of their own beside this run's (same questions, same scoring)."""
+    for candidate in (Path(run).expanduser(), settings.resolved_home / "reports" / run):
+        if (candidate / "results.jsonl").is_file():
+            rows = latest_rows(read_results(candidate / "results.jsonl"))
+            kept = [r.model_copy(update={"strategy": f"{r.strategy} ({label})"}) for r in rows
+                    if r.question_id in asked and r.variant is None]  # fmt: skip
+            return candidate, kept
+    raise ValueError(f"--references {run}={label}: no results.jsonl in {run} or under $KC_HOME/reports")
 
 
 def _settings_record(backend: Backend) -> dict[str, Any]:

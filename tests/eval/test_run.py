@@ -187,6 +187,20 @@ def test_a_run_id_is_not_overwritten_and_unavailable_strategies_are_skipped(
     assert "pass --resume" in capsys.readouterr().err
 
 
+def test_a_reference_run_appears_beside_this_runs_strategies(home: Path, nano_dir: Path, capsys: Any) -> None:
+    new = str(nano_dir / "questions" / "new.jsonl")
+    assert run("--questions", new, "--strategies", "closed_book", "--run-id", "ref", "--limit", "2") == 0
+    # This run asks one question: the reference's answer to the other one stays out of its report.
+    assert run("--questions", new, "--strategies", "rag", "--run-id", "main", "--limit", "1",
+               "--references", "ref=θ0") == 0  # fmt: skip
+    summary = json.loads((home / "reports/main/summary.json").read_text())
+    assert list(summary["strategies"]) == ["rag", "closed_book (θ0)"]
+    assert summary["strategies"]["closed_book (θ0)"]["accuracy"]["n"] == 1
+    assert summary["references"]["θ0"]["answers"] == 1
+    assert "closed_book (θ0)" in (home / "reports/main/report.md").read_text()
+    assert "closed_book (θ0)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_http_mode_against_a_live_gateway(
@@ -260,6 +274,8 @@ def test_compare_two_runs(kc_home: Path, capsys: Any) -> None:
         (["run", "--questions", "{q}", "--resume"], "--resume needs the --run-id"),
         (["run", "--questions", "{q}", "--model", "/no/model"], "not a model directory"),
         (["compare", "nope", "nada"], "no summary.json"),
+        (["run", "--questions", "{q}", "--references", "r0"], "give RUN=LABEL"),
+        (["run", "--questions", "{q}", "--references", "nope=θ0"], "no results.jsonl in nope"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], message: str, nano_dir: Path, capsys: Any) -> None:

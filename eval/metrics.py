@@ -4,7 +4,11 @@ Answers are compared after SQuAD-style normalisation (lower case, no punctuation
 markers like `[2]` dropped). A prediction is `correct` when it states one of the answer aliases as whole
 words and does not abstain; `exact_match` is the strict form (the whole answer is an alias). On
 `unanswerable` questions the only correct answer is an abstention; on `updated` questions an answer that
-states the pre-cutoff value instead of the current one counts as `stale`.
+states the pre-cutoff value instead of the current one counts as `stale`. An abstention is what the
+gateway calls one (`service.strategies.base.is_abstention`), so the eval and the gateway never disagree.
+
+Truthfulness is CRAG's score (Yang et al. 2024): a right answer +1, an abstention 0, a wrong answer -1, so
+that a system which guesses pays for its wrong guesses instead of only missing the points.
 """
 
 from __future__ import annotations
@@ -16,27 +20,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.prompts import ABSTAIN_ANSWER
+from service.strategies.base import is_abstention
 
 _CITATION = re.compile(r"\[\d+\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans(dict.fromkeys(string.punctuation + "‘’“”", " "))
-
-# What small and large models say when they decline; the trained form is ABSTAIN_ANSWER.
-ABSTENTION_PHRASES = (
-    ABSTAIN_ANSWER,
-    "the documents do not say",
-    "the passages do not say",
-    "do not contain the answer",
-    "does not contain the answer",
-    "not mentioned",
-    "no information",
-    "i don't know",
-    "i do not know",
-    "cannot answer",
-    "can't answer",
-    "unknown",
-)
 
 
 def normalize(text: str) -> str:
@@ -74,11 +62,6 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return best
 
 
-def is_abstention(prediction: str) -> bool:
-    pred = normalize(prediction)
-    return not pred or any(_contains(pred, normalize(p)) for p in ABSTENTION_PHRASES)
-
-
 @dataclass(frozen=True, slots=True)
 class AnswerScore:
     correct: bool
@@ -104,6 +87,15 @@ def score_answer(
         abstained=abstained,
         stale=stale,
     )
+
+
+def truthfulness(correct: bool, abstained: bool) -> int:
+    """CRAG's score of one answer: +1 right, 0 abstained, -1 wrong. On `unanswerable` questions the
+    abstention is the right answer (`correct`), so it scores +1 there; a failed request scores as wrong,
+    as it does for accuracy."""
+    if correct:
+        return 1
+    return 0 if abstained else -1
 
 
 def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from eval.metrics import bootstrap_ci, mean, percentile
+from eval.metrics import bootstrap_ci, mean, percentile, truthfulness
 
 CATEGORY_ORDER = ("retained", "new", "updated", "unanswerable", "multi_hop")
 STRATEGY_ORDER = ("closed_book", "rag", "naive_rag", "long_context", "cpt")
@@ -71,15 +71,19 @@ class ResultRow(BaseModel):
         return self.retrieve_ms + self.generate_ms
 
 
-def _rate(rows: Sequence[ResultRow], attr: str) -> dict[str, Any]:
-    values = [float(getattr(r, attr)) for r in rows]
+def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
     lo, hi = bootstrap_ci(values)
     return {"value": round(mean(values), 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(values)}
 
 
+def _rate(rows: Sequence[ResultRow], attr: str) -> dict[str, Any]:
+    return _mean_ci([float(getattr(r, attr)) for r in rows])
+
+
 def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
-    """Per strategy: accuracy (with 95% bootstrap CIs) overall and per category, EM, F1, stale rate on
-    `updated`, abstention accuracy on `unanswerable`, retrieval recall, coverage, latency, tokens."""
+    """Per strategy: accuracy and truthfulness (with 95% bootstrap CIs) overall, accuracy per category, EM,
+    F1, stale rate on `updated`, abstention accuracy on `unanswerable` and the share of the answerable
+    questions wrongly abstained on, retrieval recall, coverage, latency, tokens."""
     by_strategy: dict[str, list[ResultRow]] = {}
     for row in rows:
         if row.variant is None:  # variants (the long_context sweep) have their own table
@@ -88,6 +92,7 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
     for strategy in sorted(by_strategy, key=_strategy_rank):
         srows = by_strategy[strategy]
         cats = {c: [r for r in srows if r.category == c] for c in CATEGORY_ORDER}
+        answerable = [r for r in srows if r.category != "unanswerable"]
         totals = [r.total_ms for r in srows]
         recalls = [r.recall_at_k for r in srows if r.recall_at_k is not None]
         coverages = [r.coverage for r in srows if r.coverage is not None]
@@ -97,14 +102,13 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
             "questions": len(srows),
             "errors": sum(r.error is not None for r in srows),
             "accuracy": _rate(srows, "correct"),
+            "truthfulness": _mean_ci([float(truthfulness(r.correct, r.abstained)) for r in srows]),
             "exact_match": _rate(srows, "exact_match")["value"],
             "f1": round(mean([r.f1 for r in srows]), 4),
             "by_category": {c: _rate(cr, "correct") for c, cr in cats.items() if cr},
             "stale_rate_updated": _rate(cats["updated"], "stale") if cats["updated"] else None,
             "abstention_accuracy": _rate(cats["unanswerable"], "abstained") if cats["unanswerable"] else None,
-            "false_abstention_rate": _rate([r for r in srows if r.category != "unanswerable"], "abstained")[
-                "value"
-            ],
+            "wrongly_abstained": _rate(answerable, "abstained") if answerable else None,
             "recall_at_k": round(mean(recalls), 4) if recalls else None,
             "coverage": round(mean(coverages), 4) if coverages else None,
             "docs_in_window": round(mean(windows), 2) if windows else None,
@@ -133,18 +137,21 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     cats = [c for c in CATEGORY_ORDER if any(c in s["by_category"] for s in summary.values())]
-    head = ["strategy", "accuracy [95% CI]", "EM", "F1", *cats, "stale", "abstain", "recall@k", "coverage",
-            "p50 ms", "p95 ms", "prompt tok", "completion tok"]  # fmt: skip
+    head = ["strategy", "accuracy [95% CI]", "truthfulness [95% CI]", "EM", "F1", *cats, "stale", "abstain",
+            "wrongly abstained", "recall@k", "coverage", "p50 ms", "p95 ms", "prompt tok",
+            "completion tok"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summary.items():
         cells = [
             name,
             _fmt_rate(s["accuracy"]),
+            _fmt_rate(s.get("truthfulness")),
             _num(s.get("exact_match")),
             _num(s.get("f1")),
             *(f"{s['by_category'][c]['value']:.2f}" if c in s["by_category"] else "–" for c in cats),
             f"{s['stale_rate_updated']['value']:.2f}" if s["stale_rate_updated"] else "–",
             f"{s['abstention_accuracy']['value']:.2f}" if s.get("abstention_accuracy") else "–",
+            f"{s['wrongly_abstained']['value']:.2f}" if s.get("wrongly_abstained") else "–",
             _num(s["recall_at_k"]),
             _num(s.get("coverage")),
             f"{s['latency_ms']['p50']:.0f}",
@@ -355,8 +362,11 @@ def write_report(
         "",
         "Accuracy: the answer states an alias of the gold answer (unanswerable: the model abstains). "
         "Brackets: 95% bootstrap confidence interval. stale: share of `updated` questions answered with "
-        "the pre-cutoff value. abstain: abstention accuracy on `unanswerable`. recall@k: supporting "
-        "documents (those in the index) among the retrieved passages' documents.",
+        "the pre-cutoff value. abstain: abstention accuracy on `unanswerable`. wrongly abstained: share of "
+        "the answerable questions (all but `unanswerable`) the strategy abstained on. truthfulness: CRAG's "
+        "score, +1 a right answer, 0 an abstention, -1 a wrong one, averaged over the questions (from -1 "
+        "to 1; positive: more right than wrong). recall@k: supporting documents (those in the index) "
+        "among the retrieved passages' documents.",
         "",
     ]
     md += [f"- skipped `{name}`: {why}" for name, why in skipped.items()] + ([""] if skipped else [])

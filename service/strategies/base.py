@@ -63,7 +63,7 @@ class Strategy(Protocol):
     def finish(self, prepared: Prepared, text: str) -> Finished: ...
 
 
-# --- text helpers shared by rag's relevance gate and support check ---
+# --- text helpers shared by rag's relevance gate and support check, and by the eval's scoring ---
 
 STOPWORDS = frozenset(
     """a an the of in on at to for by with from is was were are be been being did does do what which who whom
@@ -72,6 +72,13 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W_]+")
 _CITE = re.compile(r"\s*\[\d+\]")
+# A word, number or identifier with its inner dots, underscores, hyphens and apostrophes kept whole:
+# "asyncio.TaskGroup", "2.4x", "RISC-V", "__lazy_modules__", "Python's".
+_TOKEN = re.compile(r"\w+(?:[.\-'’]\w+)*")
+_POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_INNER_JOIN = re.compile(r"\w[._]\w")
+_SENTENCE_END = re.compile(r"[.!?:]")
 
 
 def content_words(text: str) -> list[str]:
@@ -79,14 +86,116 @@ def content_words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
-def names(question: str) -> set[str]:
-    """The question's capitalised words (names of people, places, things), lower-cased."""
-    return {w.lower() for w in _WORD.findall(question) if w[0].isupper() and w.lower() not in STOPWORDS}
+def fold(text: str) -> str:
+    """Every word and number, lower-cased, one space apart and padded with one, so that `f" {x} " in
+    fold(text)` asks whether x occurs verbatim as whole words ("2.4x" is "2 4x" on both sides)."""
+    return f" {' '.join(_WORD.findall(text.lower()))} "
+
+
+def _tokens(text: str) -> list[tuple[str, bool, bool]]:
+    """(token, starts a sentence, follows the previous token across nothing but spaces), possessives
+    stripped: "Python's" is "Python", and ends a name ("Python's asyncio" is two)."""
+    out = []
+    end = 0
+    possessive = False
+    for m in _TOKEN.finditer(text):
+        gap = text[end : m.start()]
+        token = _POSSESSIVE.sub("", m.group())
+        initial = end == 0 or _SENTENCE_END.search(gap) is not None
+        out.append((token, initial, gap.isspace() and not possessive))
+        possessive, end = token != m.group(), m.end()
+    return out
+
+
+def _is_number(token: str) -> bool:
+    return _NUMBER.fullmatch(token) is not None
+
+
+def _identifier(token: str) -> bool:
+    """Spelt as a name or identifier wherever it stands: a capital after the first letter (CPython, PEP,
+    TypeForm, RISC-V), letters with digits (abi3t, UTF-8, 2.4x) or an inner dot or underscore
+    (asyncio.TaskGroup, sys._jit, __lazy_modules__); a plain number is not one."""
+    if _is_number(token):
+        return False
+    return (
+        any(c.isupper() for c in token[1:])
+        or (any(c.isdigit() for c in token) and any(c.isalpha() for c in token))
+        or _INNER_JOIN.search(token) is not None
+    )
+
+
+def _name_word(token: str, initial: bool) -> bool:
+    """A capital marks a name only inside a sentence: at its start ("According to ...", "Starting with
+    ...", "After ...") every word has one, so there only an identifier's spelling counts."""
+    if token.lower() in STOPWORDS:
+        return False
+    return _identifier(token) or (token[0].isupper() and not initial)
+
+
+def names(text: str) -> list[tuple[str, ...]]:
+    """The names a text mentions, each as its lower-cased words, in order and without repeats.
+
+    A name is a run of name words with only spaces between them ("Larry Hastings", "C API", "IANA Time
+    Zone Database"), closed by a number that follows it ("PEP 750", "Python 3.14", "Clang 19")."""
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for token, initial, joined in _tokens(text):
+        number = _is_number(token)
+        if current and joined and not _is_number(current[-1]) and (number or _name_word(token, initial)):
+            current.append(token)
+            continue
+        if current:
+            runs.append(current)
+        current = [token] if not number and _name_word(token, initial) else []
+    if current:
+        runs.append(current)
+    found = (tuple(dict.fromkeys(content_words(" ".join(run)))) for run in runs)
+    return list(dict.fromkeys(n for n in found if n))
+
+
+def key_terms(text: str) -> list[str]:
+    """The tokens that carry a short answer's facts: numbers, identifiers and names (a capitalised word
+    inside a sentence), in order, as written."""
+    return list(
+        dict.fromkeys(
+            token for token, initial, _ in _tokens(text) if _is_number(token) or _name_word(token, initial)
+        )
+    )
 
 
 def strip_citations(text: str) -> str:
     return _CITE.sub("", text).strip()
 
 
+# What small and large models say when they decline; the trained form is ABSTAIN_ANSWER. The one
+# definition of an abstention: the gateway marks answers with it, the eval scores them with it.
+ABSTENTION_PHRASES = (
+    ABSTAIN_ANSWER,
+    "the documents do not say",
+    "the passages do not say",
+    "do not contain the answer",
+    "does not contain the answer",
+    "not mentioned",
+    "no information",
+    "i don't know",
+    "i do not know",
+    "cannot answer",
+    "can't answer",
+    "unknown",
+)
+_ARTICLES = frozenset(("a", "an", "the"))
+
+
+def _bare(text: str) -> str:
+    """fold() without articles or citation markers: "Documents do not say [2]" is the trained phrase."""
+    return " " + " ".join(w for w in fold(_CITE.sub(" ", text)).split() if w not in _ARTICLES) + " "
+
+
+_PHRASES = tuple(_bare(p) for p in ABSTENTION_PHRASES)
+
+
 def is_abstention(text: str) -> bool:
-    return strip_citations(text).strip().rstrip(".").lower() == ABSTAIN_ANSWER.rstrip(".").lower()
+    """No answer, or one that says one of ABSTENTION_PHRASES as whole words ("Known for ..." is not
+    "unknown"); case, punctuation, articles and citation markers do not matter."""
+    bare = _bare(text)
+    return not bare.strip() or any(p in bare for p in _PHRASES)

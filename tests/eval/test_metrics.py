@@ -15,7 +15,9 @@ from eval.metrics import (
     recall_at_k,
     score_answer,
     token_f1,
+    truthfulness,
 )
+from service.strategies import base
 
 
 def test_normalize_drops_case_punctuation_articles_and_citations() -> None:
@@ -56,6 +58,22 @@ def test_abstentions_recognised(text: str) -> None:
 def test_answers_are_not_abstentions() -> None:
     assert not is_abstention("Orvan Teel [2]")
     assert not is_abstention("Known for the Zephyr")  # 'unknown' only as a whole word
+
+
+def test_the_eval_and_the_gateway_share_one_definition_of_an_abstention() -> None:
+    assert is_abstention is base.is_abstention
+    assert is_abstention("Documents do not say [2]") and is_abstention("I don’t know.")
+
+
+def test_truthfulness_rewards_right_answers_and_charges_wrong_ones() -> None:
+    assert truthfulness(correct=True, abstained=False) == 1
+    assert truthfulness(correct=False, abstained=True) == 0
+    assert truthfulness(correct=False, abstained=False) == -1
+    # On `unanswerable` the abstention is the right answer: score_answer marks it correct, so +1.
+    s = score_answer(ABSTAIN_ANSWER, [ABSTAIN_ANSWER], "unanswerable")
+    assert truthfulness(s.correct, s.abstained) == 1
+    s = score_answer("Arden", [ABSTAIN_ANSWER], "unanswerable")
+    assert truthfulness(s.correct, s.abstained) == -1
 
 
 def test_score_by_category() -> None:

@@ -56,6 +56,56 @@ def test_summary_counts_rates_and_intervals() -> None:
     assert s["rag"]["latency_ms"]["p50"] == pytest.approx(129.5)
 
 
+def hand_made(strategy: str, outcomes: str) -> list[ResultRow]:
+    """One row per letter: r right, a abstained, w wrong; upper case on an `unanswerable` question (where
+    R is a right abstention)."""
+    rows = []
+    for i, o in enumerate(outcomes):
+        unanswerable = o.isupper()
+        rows.append(
+            ResultRow(
+                question_id=f"q{i}", category="unanswerable" if unanswerable else "new", question=f"Q{i}?",
+                strategy=strategy, answer="x", correct=o in "rR", exact_match=o in "rR", f1=float(o in "rR"),
+                abstained=o in "aR", stale=False,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def test_truthfulness_and_wrongly_abstained() -> None:
+    # rag: 4 right, 3 abstained (2 on answerable questions), 1 wrong; closed_book guesses on everything.
+    rows = hand_made("rag", "rrraawRW") + hand_made("closed_book", "rwwwwwWW")
+    s = summarize(rows)
+    rag, cb = s["rag"], s["closed_book"]
+    assert rag["truthfulness"]["value"] == pytest.approx((3 + 1 - 1 - 1) / 8)
+    assert cb["truthfulness"]["value"] == pytest.approx((1 - 7) / 8)
+    assert rag["accuracy"]["value"] == pytest.approx(4 / 8)
+    lo, hi = rag["truthfulness"]["ci95"]
+    assert -1 <= lo <= rag["truthfulness"]["value"] <= hi <= 1 and rag["truthfulness"]["n"] == 8
+    # Of the six answerable questions, rag declined two; an abstention on `unanswerable` is not counted.
+    assert (
+        rag["wrongly_abstained"]["value"] == pytest.approx(2 / 6, abs=1e-4)
+        and rag["wrongly_abstained"]["n"] == 6
+    )
+    assert cb["wrongly_abstained"]["value"] == 0.0
+    assert summarize(hand_made("rag", "RW"))["rag"]["wrongly_abstained"] is None  # nothing answerable
+
+
+def test_report_tables_show_truthfulness_and_wrongly_abstained(tmp_path: Path) -> None:
+    write_report(tmp_path, hand_made("rag", "rrraawRW"), {"run_id": "r1", "model": "nano"})
+    summary = json.loads((tmp_path / "summary.json").read_text())["strategies"]["rag"]
+    assert summary["truthfulness"]["value"] == 0.25 and summary["wrongly_abstained"]["value"] == 0.3333
+    md = (tmp_path / "report.md").read_text()
+    lines = md.splitlines()
+    head = next(line for line in lines if line.startswith("| strategy"))
+    row = next(line for line in lines if line.startswith("| rag "))
+    cells = dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (head, row)), strict=True))
+    assert cells["truthfulness [95% CI]"].startswith("0.25 [") and cells["wrongly abstained"] == "0.33"
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>truthfulness [95% CI]</th>" in page and "<th>wrongly abstained</th>" in page
+    assert "<td>0.33</td>" in page
+
+
 def test_write_report_produces_all_files(tmp_path: Path) -> None:
     rows = make_rows({"closed_book": 0.2, "rag": 0.8, "long_context": 0.5})
     write_report(tmp_path, rows, {"run_id": "r1", "model": "nano", "index_version": 3})

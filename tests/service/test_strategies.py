@@ -15,6 +15,7 @@ from core.prompts import ABSTAIN_ANSWER, grounded_messages
 from service.config import ServiceSettings
 from service.protocol import Citation
 from service.strategies import Prepared, StrategyContext
+from service.strategies.base import names
 from service.strategies.rag import Rag, support
 
 SOURCES = {source for _, _, source, _ in DOCS.values()}
@@ -66,8 +67,26 @@ def test_rag_on_an_empty_index_abstains(service_settings: ServiceSettings, embed
     assert a["abstained"] and "index is empty" in a["abstain_reason"] and a["index_version"] == 0
 
 
-def _rag(settings: ServiceSettings) -> tuple[Rag, Prepared]:
-    ctx = StrategyContext(None, None, None, settings, "keepcurrent", None)  # type: ignore[arg-type]
+class Hit:
+    """What the gate reads of a search hit."""
+
+    def __init__(self, title: str, text: str, chunk_id: int = 0) -> None:
+        self.title, self.text, self.chunk_id = title, text, chunk_id
+
+
+class IndexOf:
+    """A retriever over a few passages whose lexical search returns those sharing a word with the query."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = texts
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        words = set(query.lower().split())
+        return [Hit("page", t) for t in self.texts if words & set(t.lower().split())][:k]
+
+
+def _rag(settings: ServiceSettings, retriever: Any = None) -> tuple[Rag, Prepared]:
+    ctx = StrategyContext(None, retriever, None, settings, "keepcurrent", None)  # type: ignore[arg-type]
     passages = [
         ("post-0002", "On January 4, 2025, the Dapaik Fair took place in Korme."),
         ("post-0007", "On March 14, 2025, Orvan Teel became the chief executive of Kelvor Dynamics."),
@@ -104,15 +123,88 @@ def test_rag_support_check_replaces_unsupported_answers(service_settings: Servic
 
 def test_rag_gate(service_settings: ServiceSettings) -> None:
     rag, prepared = _rag(service_settings)
-    hits = [
-        type("Hit", (), {"title": s.title, "text": s.text, "chunk_id": s.chunk_id})()
-        for s in prepared.sources
-    ]
+    hits = [Hit(s.title, s.text, s.chunk_id) for s in prepared.sources]
     assert rag.gate(QUESTION, hits, {1: 0.2, 2: 0.7}, 1) is None  # type: ignore[arg-type]
     assert "sasben" in (rag.gate("Where was Krorn Sasben born?", hits, {1: 0.9}, 1) or "")  # type: ignore[arg-type]
     low = rag.gate("what happened to the weather", hits, {1: 0.1, 2: 0.1}, 1)  # type: ignore[arg-type]
     assert low is not None and "KC_RAG_MIN_SCORE" in low
     assert "empty" in (rag.gate(QUESTION, [], {}, 0) or "")
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        # A capital at the start of a sentence marks nothing; inside one it marks a name.
+        ("According to PEP 750, what does a t-string return?", [("pep", "750")]),
+        ("Starting with Python 3.14, which start method is the default?", [("python", "3", "14")]),
+        (
+            "After that. Which PEP, written by Larry Hastings, defers annotations?",
+            [("pep",), ("larry", "hastings")],
+        ),
+        # Spelling marks a name wherever it stands; a possessive is the name.
+        ("CPython 3.15 enables which frame option?", [("cpython", "3", "15")]),
+        ("Which function implements Python 3.14's debugger interface?", [("python", "3", "14")]),
+        (
+            "What does Python's asyncio.TaskGroup add to the C API?",
+            [("python",), ("asyncio", "taskgroup"), ("c", "api")],
+        ),
+        ("Which new module reads metadata from installed packages?", []),
+    ],
+)
+def test_names_on_real_text(question: str, expected: list[tuple[str, ...]]) -> None:
+    assert names(question) == expected
+
+
+def test_rag_gate_on_real_text(service_settings: ServiceSettings) -> None:
+    """The title's subject is not counted; an author the passage omits passes when the index names him
+    elsewhere, and blocks when it never does."""
+    title = "What's New in Python 3.14"
+    answer = (
+        "PEP 649 & PEP 749: Deferred evaluation of annotations. Annotations are stored in annotate functions."
+    )
+    author = "See also PEP 649, which was written by Larry Hastings."
+    hits = [Hit(title, answer, 1), Hit(title, "The new annotationlib module inspects annotations.", 2)]
+    question = (
+        "Which PEP, written by Larry Hastings, specifies deferred evaluation of annotations in Python 3.14?"
+    )
+    known, _ = _rag(service_settings, IndexOf(answer, author))
+    assert known.gate(question, hits, {1: 0.6}, 1) is None  # type: ignore[arg-type]
+    unknown, _ = _rag(service_settings, IndexOf(answer, "Larry Page founded a search company."))
+    assert "never mentions larry hastings" in (unknown.gate(question, hits, {1: 0.6}, 1) or "")  # type: ignore[arg-type]
+    # Most of the names missing from every passage: blocked without asking the index.
+    assert "mentions" in (known.gate("Did Larry Hastings write PEP 505?", hits, {1: 0.6}, 1) or "")  # type: ignore[arg-type]
+    # "According" opens the sentence and "Python 3.14" is the title's subject: neither is asked for.
+    assert known.gate("According to PEP 649, what happens in Python 3.14?", hits, {1: 0.6}, 1) is None  # type: ignore[arg-type]
+
+
+def test_support_on_real_text() -> None:
+    passage = (
+        "What's New in Python 3.14 textwrap Optimize the dedent() function, improving performance by an "
+        "average of 2.4x, with larger improvements for bigger inputs."
+    )
+    question = "By how much did Python 3.14 speed up textwrap's dedent() function?"
+    # The trained form, a verbatim span, passes exactly; so does the same span inside a wordy answer.
+    assert support("an average of 2.4x [1]", passage, question) == 1.0
+    wordy = (
+        "Well, the dedent() function got a lot faster in this release, and the documentation says that it "
+        "improves performance by an average of 2.4x, but that depends on your machine [1]."
+    )
+    assert support(wordy, passage, question) >= 0.5
+    # A wrong number around the passage's own words, or an answer that only restates the question: no.
+    assert support("It is about 3.5x faster on average [1].", passage, question) == 0.0
+    assert support("Python 3.14 made dedent() faster, up to 9x [1].", passage, question) < 0.5
+    assert support("textwrap's dedent() function [1]", passage, question) == 1.0  # verbatim, if unhelpful
+    assert support("Bob Smith [1]", passage, question) == 0.0
+
+
+def test_rag_finish_accepts_a_span_inside_a_wordy_answer(service_settings: ServiceSettings) -> None:
+    rag, prepared = _rag(service_settings)
+    done = rag.finish(
+        prepared, "According to the passages, Orvan Teel became the chief executive on March 14 [2]."
+    )
+    assert not done.abstained and [c.n for c in done.citations] == [2]
+    wrong = rag.finish(prepared, "According to the passages, Mira Solt became the chief executive [2].")
+    assert wrong.abstained and "KC_RAG_MIN_SUPPORT" in (wrong.abstain_reason or "")
 
 
 def test_long_context_packs_newest_first_and_reports_coverage(client: TestClient) -> None:

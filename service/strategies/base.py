@@ -127,7 +127,7 @@ def _identifier(token: str) -> bool:
 def _name_word(token: str, initial: bool) -> bool:
     """A capital marks a name only inside a sentence: at its start ("According to ...", "Starting with
     ...", "After ...") every word has one, so there only an identifier's spelling counts."""
-    if token.lower() in STOPWORDS:
+    if token.lower() in STOPWORDS or token == "I":  # "I" is capitalised by spelling, not as a name
         return False
     return _identifier(token) or (token[0].isupper() and not initial)
 

@@ -190,6 +190,7 @@ def test_support_on_real_text() -> None:
         "improves performance by an average of 2.4x, but that depends on your machine [1]."
     )
     assert support(wordy, passage, question) >= 0.5
+    assert support("Based on the passage, I believe it is 2.4x on average [1].", passage, question) >= 0.5
     # A wrong number around the passage's own words, or an answer that only restates the question: no.
     assert support("It is about 3.5x faster on average [1].", passage, question) == 0.0
     assert support("Python 3.14 made dedent() faster, up to 9x [1].", passage, question) < 0.5

@@ -23,6 +23,8 @@ METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("f1", ("f1",)),
     ("stale_rate_updated", ("stale_rate_updated",)),
     ("abstention_accuracy", ("abstention_accuracy",)),
+    ("truthfulness", ("truthfulness",)),
+    ("wrongly_abstained", ("wrongly_abstained",)),
     ("recall_at_k", ("recall_at_k",)),
     ("coverage", ("coverage",)),
     ("latency p50 ms", ("latency_ms", "p50")),

@@ -305,7 +305,11 @@ def sft_args(cfg: SFTRunConfig, output_dir: Path, *, assistant_masks: bool, cuda
 
 
 def _log_callback(
-    peak_flops: float, flops_per_token: float, max_minutes: float | None, metrics_path: Path
+    peak_flops: float,
+    flops_per_token: float,
+    max_minutes: float | None,
+    metrics_path: Path,
+    stats: BatchStats,
 ) -> Any:
     from transformers import TrainerCallback
 
@@ -315,6 +319,9 @@ def _log_callback(
         def __init__(self) -> None:
             self.start = self.last_t = time.perf_counter()
             self.last_tokens = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = self.last_t = time.perf_counter()  # not the dataset preparation before it
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             if max_minutes is not None and time.perf_counter() - self.start >= max_minutes * 60:
@@ -329,7 +336,7 @@ def _log_callback(
             if "loss" not in logs:
                 return
             now = time.perf_counter()
-            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+            tokens = stats.tokens  # exact with packing too, where the Trainer's count drops pad-id tokens
             tok_s = (tokens - self.last_tokens) / max(now - self.last_t, 1e-9)
             self.last_t, self.last_tokens = now, tokens
             mfu = flops_per_token * tok_s / peak_flops
@@ -433,8 +440,8 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     peak = detect_peak_tflops(device, threads) * 1e12
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
-    callback = _log_callback(peak, flops_per_token(model, 256), cfg.max_minutes, metrics_path)
     stats = BatchStats()
+    callback = _log_callback(peak, flops_per_token(model, 256), cfg.max_minutes, metrics_path, stats)
     trainer = _counting_trainer(stats)(
         model=model,
         args=args,

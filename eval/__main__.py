@@ -5,6 +5,7 @@
     python -m eval run --questions data/world/questions [--strategies closed_book,rag,naive_rag,...]
         [--gateway URL | --model DIR_OR_TAG] [--concurrency N] [--limit N] [--run-id ID] [--resume] [--json]
     python -m eval compare RUN_A RUN_B [--json]
+    python -m eval whatsnew-rows --pages data/python-docs/whatsnew-pre --out DIR [--seed 0] [--json]
 
 Each subcommand is an `add_<name>_parser(subparsers)` and a `cmd_<name>(args) -> exit code`; a new one is
 added by writing both and listing the first in `make_parser()`. Exit codes: 0 success, 1 the check
@@ -194,6 +195,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- whatsnew-rows ----------------------------------------------------------------------------------
+
+
+def add_whatsnew_parser(subparsers: Any) -> None:
+    from eval.whatsnew import WhatsNewConfig
+
+    p = subparsers.add_parser(
+        "whatsnew-rows",
+        help='SFT and RL reading rows from the pre-cutoff Python "What\'s New" pages',
+        description="Write DIR/sft/{reading,distractor,abstain}.jsonl, DIR/rl/grounded.jsonl and "
+        "DIR/manifest.json: grounded questions about the pages, none overlapping an eval question.",
+    )
+    add_config_args(p, WhatsNewConfig)
+    p.add_argument(
+        "--out", type=Path, required=True, help="output directory (created; earlier rows replaced)"
+    )
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_whatsnew)
+
+
+def cmd_whatsnew(args: argparse.Namespace) -> int:
+    from eval.whatsnew import WhatsNewConfig, format_summary, run
+
+    summary = run(config_from_args(WhatsNewConfig, args), args.out)
+    print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------------
 
 
@@ -205,6 +234,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_contamination_parser(subparsers)
     add_run_parser(subparsers)
     add_compare_parser(subparsers)
+    add_whatsnew_parser(subparsers)
     return parser
 
 

@@ -1262,14 +1262,16 @@ def generate(cfg: WhatsNewConfig) -> Generated:
 # -- writing -----------------------------------------------------------------------------------------
 
 
-def prepare_out_dir(out: Path) -> None:
-    """Create `out`, or clear the rows written there before; refuse to touch a folder of anything else."""
+def check_out_dir(out: Path) -> None:
+    """Refuse a file, or a folder holding anything but rows written by this command (before any work)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a directory (it is created if missing)")
     if out.is_dir() and any(out.iterdir()):
-        manifest = out / "manifest.json"
         try:
-            ours = json.loads(manifest.read_text(encoding="utf-8")).get("generator") == "whatsnew-rows"
+            ours = (
+                json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("generator")
+                == "whatsnew-rows"
+            )
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
@@ -1277,12 +1279,17 @@ def prepare_out_dir(out: Path) -> None:
                 f"--out {out} is not empty and holds no manifest.json of `python -m eval whatsnew-rows`; "
                 "pass a new or empty directory"
             )
-        for name in OUTPUTS:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create `out`, or clear the rows written there before."""
+    check_out_dir(out)
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -1322,6 +1329,7 @@ def write_rows(gen: Generated, cfg: WhatsNewConfig, out: Path) -> dict[str, obje
 def run(cfg: WhatsNewConfig, out: Path) -> dict[str, object]:
     """Generate and write; the manifest with `out` and the seconds it took."""
     started = time.perf_counter()
+    check_out_dir(out)
     manifest = write_rows(generate(cfg), cfg, out)
     return {"out": str(out), **manifest, "seconds": round(time.perf_counter() - started, 2)}
 

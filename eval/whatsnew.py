@@ -476,6 +476,7 @@ def _is_code_id(text: str) -> bool:
 
 def _names(raw: str) -> str | None:
     """At most three people's names as the page states them ("A and B"), else None."""
+    raw = re.split(r"(?<=\w\w)\.(?:\s|$)", raw, maxsplit=1)[0]  # "Greg V. Wilson. Implemented by ..."
     raw = raw.strip(" ,.;")
     if not raw or len(raw.split()) > 12 or not _NAMES.match(raw):
         return None
@@ -805,6 +806,8 @@ class _Extractor:
         if m is None:
             return
         old, new = m["old"].strip(), m["new"]
+        if m.re is _RENAMED[1] and not _is_code_id(old):
+            return  # "the next() method has been renamed": the subject is further back
         if len(old.split()) > 8 or not _is_code_id(new) or new in old:
             return
         q = f"In Python {self.v}, what was {old} renamed to?"

@@ -9,13 +9,15 @@ VLLM_VERSION := 0.32.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-# The demo trains its own model (MODEL=tiny) or runs the same comparison on SmolLM2-135M-Instruct
-# (MODEL=smollm2). Its state lives apart from your own KC_HOME unless you set DEMO_HOME.
-MODEL ?= tiny
-DEMO_HOME ?= var/demo$(if $(filter tiny,$(MODEL)),,-$(MODEL))
+# The main line (MODEL=smollm2, the default) post-trains SmolLM2-135M-Instruct into a grounded reader and
+# compares every strategy on it; the from-scratch line (MODEL=scratch) trains a 1M-parameter model from
+# nothing through the same trainer. Demo state lives apart from your own KC_HOME unless you set DEMO_HOME.
+MODEL ?= smollm2
+DEMO_HOME ?= var/demo$(if $(filter smollm2,$(MODEL)),,-$(MODEL))
 DEMO_WORLD := $(DEMO_HOME)/world
 CKPT := $(DEMO_HOME)/checkpoints
 PYTHON_DOCS := data/python-docs/whatsnew
+PYTHON_DOCS_PRE ?= data/python-docs/whatsnew-pre
 KC := KC_HOME=$(DEMO_HOME) $(PY)
 SFT_FILES := $(addprefix $(DEMO_WORLD)/sft/,closed_book.jsonl grounded.jsonl long_context.jsonl abstain.jsonl)
 # The trained model's size and world (DEMO_PRESET=nano DEMO_WORLD_SIZE=nano: the pipeline in a minute, for tests)
@@ -27,7 +29,7 @@ SFT_FLAGS ?= --epochs 1 --lr 3e-4
 CPT_FLAGS ?= --replay 0.25 --paraphrases 2 --epochs 4
 RL_FLAGS ?= --kinds grounded --max-steps 60 --eval-every 20 --lr 1e-4
 
-.PHONY: install vllm-venv demo demo-tiny demo-smollm2 train test test-fast compose-test lint bench clean
+.PHONY: install vllm-venv demo demo-scratch demo-smollm2 train test test-fast compose-test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -58,18 +60,13 @@ demo: install
 	@if [ -n "$(FRESH)" ]; then rm -rf "$(DEMO_HOME)"; fi
 	@$(MAKE) --no-print-directory demo-$(MODEL)
 
-demo-tiny: $(CKPT)/rl/demo/DONE $(CKPT)/merged/demo/DONE $(DEMO_HOME)/ingest.json
+demo-scratch: $(CKPT)/rl/demo/DONE $(CKPT)/merged/demo/DONE $(DEMO_HOME)/ingest.json
 	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/rl/demo KC_CPT_MODEL=$(CKPT)/merged/demo PY=$(PY) \
 	  scripts/serve_and_eval.sh demo $(DEMO_WORLD)/questions \
 	  --strategies closed_book,rag,long_context,cpt,naive_rag --ingest-seconds $(DEMO_HOME)/ingest.json
 
 # compose's `trainer` job: the SFT chat model and the CPT merge it serves (the demo adds RL on top).
 train: $(CKPT)/sft/demo/DONE $(CKPT)/merged/demo/DONE
-
-demo-smollm2: $(CKPT)/import/smollm2/DONE $(DEMO_HOME)/ingest-python-docs.json
-	KC_HOME=$(DEMO_HOME) KC_MODEL=$(CKPT)/import/smollm2 KC_MAX_PROMPT_TOKENS=2048 PY=$(PY) \
-	  scripts/serve_and_eval.sh demo data/python-docs/questions.jsonl \
-	  --strategies closed_book,rag,long_context,naive_rag --ingest-seconds $(DEMO_HOME)/ingest-python-docs.json
 
 $(DEMO_WORLD)/manifest.json:
 	$(KC) -m eval world --seed 0 --size $(DEMO_WORLD_SIZE) --out $(DEMO_WORLD)
@@ -108,13 +105,99 @@ $(CKPT)/merged/demo/DONE: $(CKPT)/cpt/demo/DONE $(CKPT)/sft/demo/DONE
 $(DEMO_HOME)/ingest.json: $(DEMO_WORLD)/manifest.json
 	$(KC) -m indexer ingest $(DEMO_WORLD)/docs_post --json > $@.tmp && mv $@.tmp $@
 
-$(CKPT)/import/smollm2/DONE:
-	$(KC) -m trainer import-gguf --out $(CKPT)/import/smollm2
+# ---- The main line: SmolLM2-135M-Instruct (θ0) -> grounded reader (SFT, RLVR) and CPT + chat vector ----
+# DEMO_BUDGET=quick (default) sizes each phase for a 2-core CPU; DEMO_BUDGET=full runs the longer schedules
+# (a GPU host, or hours of CPU). Every knob below is a make variable you can override.
+DEMO_BUDGET ?= quick
+THETA0 := $(CKPT)/import/smollm2
+READER := $(DEMO_HOME)/reading
+READER_SFT_DATA := $(addprefix $(DEMO_WORLD)/sft/,grounded.jsonl long_context.jsonl abstain.jsonl) $(READER)/sft
+ifeq ($(DEMO_BUDGET),full)
+READER_SFT_FLAGS ?= --lora-r 32 --lr 5e-4 --epochs 2 --batch-size 16 --max-length 1024
+READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 200 --eval-every 40 --eval-rows 128 --test-rows 128
+READER_CPT_FLAGS ?= --lora-r 32 --lr 5e-4 --replay 0.25 --paraphrases 2 --epochs 2 --seq-len 512 --batch-size 8
+EVAL_WORLD_LIMIT ?=
+else
+READER_SFT_FLAGS ?= --lora-r 16 --lr 1e-3 --max-steps 48 --batch-size 8 --max-length 512 --limit 2000
+READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 6 --eval-every 3 --eval-rows 16 --test-rows 16 \
+  --prompts-per-step 2 --num-generations 4
+READER_CPT_FLAGS ?= --lora-r 16 --lr 5e-4 --replay 0.25 --paraphrases 1 --max-steps 40 --seq-len 512 --batch-size 4
+EVAL_WORLD_LIMIT ?= 12
+endif
+EVAL_PYDOCS_LIMIT ?=
+# The post-trained model that is served and whose chat vector the merge adds: rl (default) or sft.
+READER_PHASE ?= rl
+# Stand a checkpoint directory in for θ0 (tests: a nano model) instead of importing SmolLM2.
+BASE_FROM ?=
+READER_STRATEGIES := closed_book,rag,long_context,cpt,naive_rag
+THETA0_STRATEGIES := rag,naive_rag
+
+demo-smollm2: $(DEMO_HOME)/pydocs/reports/pydocs/summary.json $(DEMO_HOME)/world-index/reports/world/summary.json
+	@echo "reports: $(DEMO_HOME)/pydocs/reports/pydocs/report.html, $(DEMO_HOME)/world-index/reports/world/report.html"
+
+$(THETA0)/DONE:
+ifneq ($(BASE_FROM),)
+	mkdir -p $(THETA0) && cp -r $(BASE_FROM)/. $(THETA0)/
+else
+	$(KC) -m trainer import-gguf --out $(THETA0)
+endif
 	touch $@
 
-$(DEMO_HOME)/ingest-python-docs.json:
-	@mkdir -p $(DEMO_HOME)
-	$(KC) -m indexer ingest $(PYTHON_DOCS) --json > $@.tmp && mv $@.tmp $@
+# Reading rows from the pre-cutoff Python "What's New" pages (2.0-3.13), beside the world's grounded rows.
+$(READER)/manifest.json:
+	$(KC) -m eval whatsnew-rows --pages $(PYTHON_DOCS_PRE) --out $(READER)
+
+$(CKPT)/sft/reader/DONE: $(THETA0)/DONE $(DEMO_WORLD)/manifest.json $(READER)/manifest.json
+	$(KC) -m trainer sft --from $(THETA0) --data $(READER_SFT_DATA) --out $(CKPT)/sft/reader --tag reader \
+	  $(READER_SFT_FLAGS)
+	touch $@
+
+# RLVR on held-out reading rows: reward for the right answer cited to a passage that holds it, abstention
+# only where no passage does; KL to the SFT model; the test split and the guard as in the scratch line.
+$(CKPT)/rl/reader/DONE: $(CKPT)/sft/reader/DONE
+	$(KC) -m trainer rl --method rlvr --from $(CKPT)/sft/reader --data $(READER)/rl \
+	  $(DEMO_WORLD)/rl/grounded.jsonl $(DEMO_WORLD)/rl/abstain.jsonl --kinds grounded abstain \
+	  --out $(CKPT)/rl/reader --tag reader-rl --resume $(READER_RL_FLAGS)
+	touch $@
+
+# CPT from θ0 on the post-cutoff documents (Python 3.14/3.15, the world's news), replaying pre-cutoff text;
+# then θCPT + (θRL − θ0): the chat vector of our own post-training.
+$(CKPT)/cpt/reader/DONE: $(THETA0)/DONE $(DEMO_WORLD)/manifest.json
+	$(KC) -m trainer cpt --from $(THETA0) --docs $(PYTHON_DOCS) $(DEMO_WORLD)/docs_post \
+	  --replay-from $(PYTHON_DOCS_PRE) $(DEMO_WORLD)/corpus_pre --out $(CKPT)/cpt/reader --tag reader-cpt \
+	  --resume $(READER_CPT_FLAGS)
+	touch $@
+
+$(CKPT)/merged/reader/DONE: $(CKPT)/cpt/reader/DONE $(CKPT)/$(READER_PHASE)/reader/DONE
+	$(KC) -m trainer merge --base $(THETA0) --chat $(CKPT)/$(READER_PHASE)/reader --cpt $(CKPT)/cpt/reader \
+	  --out $(CKPT)/merged/reader --tag reader-merged
+	touch $@
+
+# One index per question set, holding the documents a user would have: the pre- and post-cutoff pages side
+# by side, so that `updated` questions meet the stale and the new document.
+$(DEMO_HOME)/pydocs/ingest.json:
+	@mkdir -p $(DEMO_HOME)/pydocs
+	KC_HOME=$(DEMO_HOME)/pydocs $(PY) -m indexer ingest $(PYTHON_DOCS_PRE) --json > /dev/null
+	KC_HOME=$(DEMO_HOME)/pydocs $(PY) -m indexer ingest $(PYTHON_DOCS) --no-prune --json > $@.tmp && mv $@.tmp $@
+
+$(DEMO_HOME)/world-index/ingest.json: $(DEMO_WORLD)/manifest.json
+	@mkdir -p $(DEMO_HOME)/world-index
+	KC_HOME=$(DEMO_HOME)/world-index $(PY) -m indexer ingest $(DEMO_WORLD)/corpus_pre --json > /dev/null
+	KC_HOME=$(DEMO_HOME)/world-index $(PY) -m indexer ingest $(DEMO_WORLD)/docs_post --no-prune --json > $@.tmp \
+	  && mv $@.tmp $@
+
+# Each question set is asked twice over HTTP: θ0 as it ships (rag and the naive_rag reference: what our
+# post-training adds), then the post-trained reader with every strategy. Reports under $(DEMO_HOME)/reports.
+define EVAL_SET
+$(DEMO_HOME)/$(3)/reports/$(1)/summary.json: $(CKPT)/merged/reader/DONE $(2)
+	KC_HOME=$(DEMO_HOME)/$(3) KC_MODEL=$(THETA0) KC_MAX_PROMPT_TOKENS=2048 PY=$(PY) \
+	  scripts/serve_and_eval.sh $(1)-theta0 $(4) --strategies $(THETA0_STRATEGIES) --ingest-seconds $(2) $(5)
+	KC_HOME=$(DEMO_HOME)/$(3) KC_MODEL=$(CKPT)/$(READER_PHASE)/reader KC_CPT_MODEL=$(CKPT)/merged/reader \
+	  KC_MAX_PROMPT_TOKENS=2048 PY=$(PY) scripts/serve_and_eval.sh $(1) $(4) --strategies $(READER_STRATEGIES) \
+	  --ingest-seconds $(2) --references $(1)-theta0=θ0 $(5)
+endef
+$(eval $(call EVAL_SET,pydocs,$(DEMO_HOME)/pydocs/ingest.json,pydocs,data/python-docs/questions.jsonl,$(if $(EVAL_PYDOCS_LIMIT),--limit $(EVAL_PYDOCS_LIMIT))))
+$(eval $(call EVAL_SET,world,$(DEMO_HOME)/world-index/ingest.json,world-index,$(DEMO_WORLD)/questions,$(if $(EVAL_WORLD_LIMIT),--limit $(EVAL_WORLD_LIMIT))))
 
 # The whole suite, slow and integration tests included (CI runs exactly this).
 test: install vllm-venv

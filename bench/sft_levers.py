@@ -40,30 +40,28 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DESCRIPTIONS = {
-    "a": "LoRA r16 lr 2e-4 (baseline)",
-    "b": "LoRA r16 lr 1e-3",
-    "c": "LoRA r16 lr 2e-4, freeze {freeze}",
-    "d": "full lr 5e-5, freeze {freeze}",
-    "e": "LoRA r16 lr 2e-4, packed",
-    "f": "LoRA r16 lr 2e-4, length batches",
-    "g": "LoRA r16 lr 1e-3, freeze {freeze}, length",
+# name: (what it is, its `trainer sft` flags); {freeze} is --freeze.
+CONFIGS = {
+    "0": ("untrained (1 step at lr 0)", "--lora-r 16 --lr 0 --max-steps 1"),
+    "a": ("LoRA r16 lr 2e-4 (baseline)", "--lora-r 16 --lr 2e-4"),
+    "b": ("LoRA r16 lr 1e-3", "--lora-r 16 --lr 1e-3"),
+    "c": ("LoRA r16 lr 2e-4, freeze {freeze}", "--lora-r 16 --lr 2e-4 --freeze-layers {freeze}"),
+    "d": ("full lr 5e-5, freeze {freeze}", "--lr 5e-5 --freeze-layers {freeze}"),
+    "e": ("LoRA r16 lr 2e-4, packed", "--lora-r 16 --lr 2e-4 --batching packed"),
+    "f": ("LoRA r16 lr 2e-4, length batches", "--lora-r 16 --lr 2e-4 --batching length"),
+    "g": (
+        "LoRA r16 lr 1e-3, freeze {freeze}, length",
+        "--lora-r 16 --lr 1e-3 --freeze-layers {freeze} --batching length",
+    ),
 }
 
 
-def config_flags(name: str, freeze: int, batch: int, packed_batch: int) -> list[str]:
-    lora = ["--lora-r", "16"]
-    flags = {
-        "a": [*lora, "--lr", "2e-4"],
-        "b": [*lora, "--lr", "1e-3"],
-        "c": [*lora, "--lr", "2e-4", "--freeze-layers", str(freeze)],
-        "d": ["--lr", "5e-5", "--freeze-layers", str(freeze)],
-        "e": [*lora, "--lr", "2e-4", "--batching", "packed"],
-        "f": [*lora, "--lr", "2e-4", "--batching", "length"],
-        "g": [*lora, "--lr", "1e-3", "--freeze-layers", str(freeze), "--batching", "length"],
-    }[name]
-    size = packed_batch if "packed" in flags else batch
-    return [*flags, "--batch-size", str(size)]
+def config_flags(flags: str, batch: int, packed_batch: int) -> list[str]:
+    """The configuration's flags, with a batch size unless they give one."""
+    args = shlex.split(flags)
+    if "--batch-size" in args:
+        return args
+    return [*args, "--batch-size", str(packed_batch if "packed" in args else batch)]
 
 
 def draw_rows(files: list[Path], train: int, heldout: int, seed: int, out: Path) -> list[dict[str, Any]]:
@@ -156,7 +154,10 @@ def main() -> None:
     p.add_argument("--model", required=True, help="checkpoint to fine-tune (e.g. SmolLM2 from import-gguf)")
     p.add_argument("--data", type=Path, nargs="+", required=True, help="chat .jsonl files to draw rows from")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--configs", default="a,b,c,d,e,f", help="which configurations, in order (a-g)")
+    p.add_argument("--configs", default="0,a,b,c,d,e,f", help="which configurations, in order (0, a-g)")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=FLAGS",
+                   help="one more configuration, run after --configs: `trainer sft` flags, e.g. "
+                   "'h=--lora-r 16 --lr 1e-3 --batching length' (repeatable)")  # fmt: skip
     p.add_argument("--steps", type=int, default=8, help="steps of a padded batch; one epoch over the rows")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512, help="rows truncated to (and packed into) this")
@@ -165,9 +166,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    names = a.configs.split(",")
-    if unknown := [n for n in names if n not in DESCRIPTIONS]:
-        raise SystemExit(f"unknown configurations {unknown}: choose from {', '.join(DESCRIPTIONS)}")
+    configs = {k: (d.format(freeze=a.freeze), f.format(freeze=a.freeze)) for k, (d, f) in CONFIGS.items()}
+    names = [n for n in a.configs.split(",") if n]
+    if unknown := [n for n in names if n not in configs]:
+        raise SystemExit(f"unknown configurations {unknown}: choose from {', '.join(configs)}")
+    for extra in a.extra:
+        name, sep, flags = extra.partition("=")
+        if not sep or not name or name in names:
+            raise SystemExit(f"--extra {extra!r}: give NAME=FLAGS with a new NAME")
+        configs[name] = (flags, flags)
+        names.append(name)
     a.out.mkdir(parents=True, exist_ok=True)
     train_rows = a.steps * a.batch_size
     rows = draw_rows(a.data, train_rows, a.heldout, a.seed, a.out / "rows.jsonl")
@@ -178,16 +186,16 @@ def main() -> None:
     threads = str(a.threads)
     env = {**os.environ, "KC_HOME": str(a.out / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads,
            "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
-    descriptions = {k: v.format(freeze=a.freeze) for k, v in DESCRIPTIONS.items()}
+    descriptions = {k: d for k, (d, _) in configs.items()}
     results, started = [], time.perf_counter()
+    (a.out / "results.jsonl").write_text("")
     for name in names:
         ckpt = a.out / name
         cmd = [sys.executable, "-m", "trainer", "sft", "--from", a.model, "--data", str(a.out / "rows.jsonl"),
                "--out", str(ckpt), "--tag", f"levers-{name}", "--epochs", "1",
                "--max-length", str(a.max_length), "--eval-fraction", str((a.heldout - 0.5) / len(rows)),
-               "--threads", threads,
-               "--seed", str(a.seed), *config_flags(name, a.freeze, a.batch_size, packed_batch),
-               "--json"]  # fmt: skip
+               "--threads", threads, "--seed", str(a.seed),
+               *config_flags(configs[name][1], a.batch_size, packed_batch), "--json"]  # fmt: skip
         result, rss = run_config(cmd, env, a.out / f"{name}.log")
         row = summarise(name, result, rss, ckpt)
         if row["heldout_rows"] != a.heldout:
@@ -195,10 +203,10 @@ def main() -> None:
         for weights in ckpt.glob("**/*.safetensors"):
             weights.unlink()
         results.append(row)
+        with (a.out / "results.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
         print(f"{name} {descriptions[name]}: {row['train_seconds']:.0f} s, held-out loss "
               f"{row['heldout_loss']:.3f}", flush=True)  # fmt: skip
-    with (a.out / "results.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in results)
     print_table(results, descriptions)
     print(f"\n{time.perf_counter() - started:.0f} s in all, --threads {a.threads}; {a.out / 'results.jsonl'}")
 

@@ -107,11 +107,15 @@ def test_rag_citations_map_to_documents(service_settings: ServiceSettings) -> No
     # No citation, or one out of range: the passage that supports the answer becomes its citation.
     for text in ("Orvan Teel", "Orvan Teel [7]"):
         assert [c.n for c in rag.finish(prepared, text).citations] == [2]
+    # The right span with the wrong number: the answer stands, cited to the passage that states it.
+    recited = rag.finish(prepared, "Orvan Teel [1]")
+    assert not recited.abstained and recited.text == "Orvan Teel [2]"
+    assert [c.n for c in recited.citations] == [2]
 
 
 def test_rag_support_check_replaces_unsupported_answers(service_settings: ServiceSettings) -> None:
     rag, prepared = _rag(service_settings)
-    for text in ("Bob Smith [2]", "Orvan Teel [1]", "[2]", ""):
+    for text in ("Bob Smith [2]", "Bob Smith [1]", "[2]", ""):
         done = rag.finish(prepared, text)
         assert done.abstained and done.text == ABSTAIN_ANSWER and done.citations == []
         assert done.model_text == text.strip()

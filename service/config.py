@@ -63,6 +63,11 @@ class ServiceSettings(Settings):
         description="rag: abstain when no retrieved passage reaches this relevance (the larger of the "
         "dense cosine and the share of the question's words in the passage).",
     )
+    rag_gates: bool = Field(
+        True,
+        description="rag: the relevance gate and the support check; off, rag abstains only when the model "
+        "says so (for measuring what the gates cost in answerable accuracy).",
+    )
     rag_min_support: float = Field(
         0.5,
         ge=0,

@@ -137,6 +137,8 @@ class Rag:
             return "the index is empty: ingest documents first (python -m indexer ingest DIR)"
         if not hits:
             return "retrieval found no passage"
+        if not self.ctx.settings.rag_gates:
+            return None
         # A name that a retrieved title holds is the subject of a whole document ("Python 3.14" in every
         # passage of its What's New page): it cannot tell which passage answers, so it is not counted.
         titles = [set(content_words(h.title)) for h in hits]
@@ -209,6 +211,8 @@ class Rag:
             score, best = max(scored, key=lambda sc: sc[0], default=(0.0, None))
             cited = [best] if best is not None and score > 0 else []
         threshold = self.ctx.settings.rag_min_support
+        if not self.ctx.settings.rag_gates:
+            return Finished(text, cited, False)
         if cited and score < threshold:
             # A small reader copies the right span and cites the wrong number (measured on the Python docs
             # with the SFT reader: "PEP 649 [3]" where [1] states it): the answer stands when another

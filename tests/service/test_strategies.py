@@ -307,3 +307,12 @@ def test_chat_completions_through_a_strategy(client: TestClient, strategy: str) 
     meta = r.json()["keepcurrent"]
     assert meta["strategy"] == strategy and meta["checkpoint_id"] == "sft/nano-service"
     assert (meta["index_version"] is None) == (strategy == "closed_book")
+
+
+def test_rag_gates_off_leave_abstention_to_the_model(service_settings: ServiceSettings) -> None:
+    rag, prepared = _rag(service_settings.model_copy(update={"rag_gates": False}))
+    done = rag.finish(prepared, "Bob Smith [2]")  # unsupported: answered as the model said it
+    assert not done.abstained and done.text == "Bob Smith [2]"
+    assert rag.finish(prepared, "The documents do not say.").abstained
+    hits = [Hit(s.title, s.text, s.chunk_id) for s in prepared.sources]
+    assert rag.gate("Where was Krorn Sasben born?", hits, {1: 0.0}, 1) is None  # type: ignore[arg-type]

@@ -126,7 +126,7 @@ READER_SFT_FLAGS ?= --lr 2e-4 --freeze-layers 20 --batching length --max-steps 4
   --limit 2000
 READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 6 --eval-every 3 --eval-rows 16 --test-rows 16 \
   --prompts-per-step 2 --num-generations 4
-READER_CPT_FLAGS ?= --lora-r 16 --lr 5e-4 --replay 0.25 --paraphrases 1 --max-steps 40 --seq-len 512 --batch-size 4
+READER_CPT_FLAGS ?= --lora-r 16 --lr 5e-4 --replay 0.25 --paraphrases 1 --max-steps 20 --seq-len 256 --batch-size 4
 EVAL_WORLD_LIMIT ?= 12
 EVAL_WINDOW ?= 2048
 endif

@@ -154,7 +154,9 @@ def _smollm2_shaped(src_tokenizer: Path, out: Path, seed: int) -> Path:
 
 
 def test_chat_vector_on_a_real_model_shaped_checkpoint(nano_base: Path, tmp_path: Path) -> None:
-    base, chat, cpt = (_smollm2_shaped(nano_base, tmp_path / n, seed) for seed, n in enumerate(("b", "c", "p")))
+    base, chat, cpt = (
+        _smollm2_shaped(nano_base, tmp_path / n, seed) for seed, n in enumerate(("b", "c", "p"))
+    )
     result = run_merge(MergeConfig(base=str(base), chat=str(chat), cpt=str(cpt), out=tmp_path / "m"))
     merged, wb, wc, wp = (_weights(p) for p in (tmp_path / "m", base, chat, cpt))
     assert set(merged) == set(wp) and result["tensors"] == len(wp)

@@ -192,9 +192,10 @@ $(DEMO_HOME)/world-index/ingest.json: $(DEMO_WORLD)/manifest.json
 	KC_HOME=$(DEMO_HOME)/world-index $(PY) -m indexer ingest $(DEMO_WORLD)/docs_post --no-prune --json > $@.tmp \
 	  && mv $@.tmp $@
 
-# Each question set is asked twice over HTTP (long_context's window: EVAL_WINDOW prompt tokens; SmolLM2's is
-# 8,192, which holds the world's post-cutoff news but not one What's New page): θ0 as it ships (rag and the naive_rag reference: what our
-# post-training adds), then the post-trained reader with every strategy. Reports under $(DEMO_HOME)/reports.
+# Each question set is asked twice over HTTP: θ0 as it ships (rag and naive_rag: what our post-training adds),
+# then the post-trained reader with every strategy, θ0's answers folded in as references. Reports under
+# $(DEMO_HOME)/{pydocs,world-index}/reports. long_context's window is EVAL_WINDOW prompt tokens (SmolLM2's
+# 8,192 holds the world's post-cutoff news, not one What's New page).
 define EVAL_SET
 $(DEMO_HOME)/$(3)/reports/$(1)/summary.json: $(CKPT)/merged/reader/DONE $(2)
 	KC_HOME=$(DEMO_HOME)/$(3) KC_MODEL=$(THETA0) KC_MAX_PROMPT_TOKENS=$(EVAL_WINDOW) PY=$(PY) \

@@ -5,7 +5,7 @@ Run from the repository root:
     python bench/data/check_queries.py
 
 Options: `--queries PATH` (default: python_docs_queries.jsonl beside this script) and
-`--corpus PATH` (default: ../shared/data/python-docs/python_whatsnew.jsonl beside the checkout).
+`--corpus DIR [DIR ...]` (default: the vendored pages, data/python-docs/whatsnew-pre and whatsnew).
 
 For every query it verifies that the labelled `version` is a page of the corpus, that every
 `must_contain` string occurs verbatim (case-sensitive) in that page's text, and that all of them occur
@@ -25,10 +25,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypedDict, cast
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the repository root, for eval.whatsnew's page reader
+
+from eval.whatsnew import load_pages as read_pages  # noqa: E402
+
 WINDOW = 600
 DEFAULT_QUERIES = Path(__file__).with_name("python_docs_queries.jsonl")
-# ../shared beside the checkout, as laid out for developers and CI.
-DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared/data/python-docs/python_whatsnew.jsonl"
+DEFAULT_CORPUS = [ROOT / "data/python-docs/whatsnew-pre", ROOT / "data/python-docs/whatsnew"]
 KINDS = ("identifier", "paraphrase")
 
 
@@ -47,9 +51,9 @@ def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
                 yield json.loads(line)
 
 
-def load_pages(path: Path) -> dict[str, str]:
-    """Map each What's New version ("3.14") to its page text, in corpus order."""
-    return {str(page["version"]): str(page["text"]) for page in read_jsonl(path)}
+def load_pages(folders: Sequence[Path]) -> dict[str, str]:
+    """Map each What's New version ("3.14") to its page text, oldest first."""
+    return {page.version: page.text for folder in folders for page in read_pages(folder)}
 
 
 def occurrences(text: str, needle: str) -> list[int]:
@@ -131,7 +135,7 @@ def load_queries(path: Path) -> tuple[list[Query], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, nargs="+", default=DEFAULT_CORPUS)
     args = parser.parse_args(argv)
 
     pages = load_pages(args.corpus)

@@ -6,8 +6,8 @@ Run from the repository root:
 
 Options: `--questions PATH` (default: questions.jsonl beside this script), `--pages DIR` (default:
 whatsnew/ beside this script, the post-cutoff 3.14 and 3.15 pages with YAML front matter) and
-`--corpus PATH` (default: ../shared/data/python-docs/python_whatsnew.jsonl beside the checkout, the
-older pages that support `retained` questions).
+`--corpus DIR` (default: whatsnew-pre/ beside this script, the vendored pre-cutoff pages 2.0-3.13 that
+support `retained` questions).
 
 Each line of the question file is `{id, question, answers, category, supporting_doc_ids, as_of}`, the
 schema of the synthetic world's questions (eval/world/README.md). The checker verifies:
@@ -39,15 +39,15 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypedDict, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for core.prompts
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for core and eval
 
 from core.prompts import ABSTAIN_ANSWER
+from eval.whatsnew import load_pages
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_QUESTIONS = HERE / "questions.jsonl"
 DEFAULT_PAGES = HERE / "whatsnew"
-# ../shared beside the checkout, as laid out for developers and CI (as in bench/data/check_queries.py).
-DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared/data/python-docs/python_whatsnew.jsonl"
+DEFAULT_CORPUS = HERE / "whatsnew-pre"  # the pre-cutoff pages, vendored
 
 DOC_PREFIX = "docs.python.org/3/whatsnew/"
 RETAINED_VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12")
@@ -101,7 +101,7 @@ def load_new_pages(folder: Path) -> dict[str, str]:
 
 def load_old_pages(corpus: Path) -> dict[str, str]:
     """Map the doc id of each pre-cutoff page allowed for `retained` questions to its text."""
-    versions = {str(page["version"]): str(page["text"]) for page in read_jsonl(corpus)}
+    versions = {page.version: page.text for page in load_pages(corpus)}
     return {DOC_PREFIX + v: versions[v] for v in RETAINED_VERSIONS if v in versions}
 
 

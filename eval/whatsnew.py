@@ -44,7 +44,6 @@ import json
 import logging
 import random
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -60,6 +59,7 @@ from core.settings import DEFAULT_EMBEDDER, Settings
 from eval.contamination import QuestionGrams, load_questions, row_text, words
 from eval.world import WorldConfig, generate_world
 from eval.world.config import SIZE_NAMES, Size
+from eval.world.writer import remove_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -1287,12 +1287,7 @@ def check_out_dir(out: Path) -> None:
 def prepare_out_dir(out: Path) -> None:
     """Create `out`, or clear the rows written there before."""
     check_out_dir(out)
-    for name in OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    remove_outputs(out, OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -45,13 +45,18 @@ def prepare_out_dir(out_dir: Path) -> None:
                 f"--out {out_dir} is not empty and holds no manifest.json from `python -m eval world`; "
                 "pass a new or empty directory"
             )
-        for name in OUTPUTS:
-            path = out_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        remove_outputs(out_dir, OUTPUTS)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def remove_outputs(out_dir: Path, names: Iterable[str]) -> None:
+    """Delete the files and folders `names` that an earlier run wrote under `out_dir` (missing: fine)."""
+    for name in names:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 class _Writer:

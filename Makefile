@@ -19,7 +19,8 @@ CKPT := $(DEMO_HOME)/checkpoints
 PYTHON_DOCS := data/python-docs/whatsnew
 PYTHON_DOCS_PRE ?= data/python-docs/whatsnew-pre
 KC := KC_HOME=$(DEMO_HOME) $(PY)
-SFT_FILES := $(addprefix $(DEMO_WORLD)/sft/,closed_book.jsonl grounded.jsonl long_context.jsonl abstain.jsonl)
+SFT_FILES := $(addprefix $(DEMO_WORLD)/sft/,closed_book.jsonl grounded.jsonl long_context.jsonl abstain.jsonl \
+  updated.jsonl)
 # The trained model's size and world (DEMO_PRESET=nano DEMO_WORLD_SIZE=nano: the pipeline in a minute, for tests)
 # and the knobs of its phases.
 DEMO_PRESET ?= tiny
@@ -111,7 +112,8 @@ $(DEMO_HOME)/ingest.json: $(DEMO_WORLD)/manifest.json
 DEMO_BUDGET ?= quick
 THETA0 := $(CKPT)/import/smollm2
 READER := $(DEMO_HOME)/reading
-READER_SFT_DATA := $(addprefix $(DEMO_WORLD)/sft/,grounded.jsonl long_context.jsonl abstain.jsonl) $(READER)/sft
+READER_SFT_DATA := $(addprefix $(DEMO_WORLD)/sft/,grounded.jsonl long_context.jsonl abstain.jsonl updated.jsonl) \
+  $(READER)/sft
 ifeq ($(DEMO_BUDGET),full)
 # What ran on one H200 (README: the figures): SFT 3 min (355 of 498 steps), CPT 35 s, RL 40 steps 2 min.
 READER_SFT_FLAGS ?= --lora-r 32 --lr 5e-4 --epochs 3 --batch-size 32 --max-length 2048

@@ -4,21 +4,38 @@ must reproduce to get the trained behaviour.
 Closed book: the question alone. Grounded and long context: numbered passages, a blank line, then the
 question; the answer is a few words and the number of the passage it came from, e.g. "Orvan Teel [2]".
 Without the answer in the passages, the answer is exactly `ABSTAIN_ANSWER`.
+
+A passage opens with its document's title and date (`passage()`): "[2] Minle Works names new chief
+executive (2025-01-04): Sou Sasben is ...". With an old and a new document side by side, only the dates
+tell which one is current, and the system prompt says the newest wins. Measured before dates were added
+(issue 20, the world's `updated` questions, a reader trained on undated passages): 83% of its answers
+were the stale value.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 ABSTAIN_ANSWER = "The documents do not say."
 CLOSED_BOOK_SYSTEM = "Answer the question in a few words."
 GROUNDED_SYSTEM = (
     "Answer the question in a few words using only the numbered passages, and cite the passage number. "
+    "If passages disagree, the one with the latest date is current. "
     f"If the passages do not contain the answer, say: {ABSTAIN_ANSWER}"
 )
 
 Message = dict[str, str]
 _CITATION = re.compile(r"\[(\d+)\]")
+
+
+def passage(text: str, title: str | None = None, date: dt.date | str | None = None) -> str:
+    """A document's text as the reader is shown it: "Title (2025-01-04): text", with what is known."""
+    head = " ".join((title or "").split())
+    if date is not None:
+        day = date.isoformat() if isinstance(date, dt.date) else str(date)
+        head = f"{head} ({day})" if head else f"({day})"
+    return f"{head}: {text}" if head else text
 
 
 def format_passages(passages: list[str]) -> str:

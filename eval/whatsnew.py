@@ -15,14 +15,17 @@ editors. Each fact becomes one row; its gold passage is a window of the page aro
 
 DIR gets:
 
-- `sft/reading.jsonl`: one passage (most rows) or 3-4 (`--multi-share`): the gold passage among chunks of
-  other sections and pages that neither state the answer nor may answer the question another way (one
-  ranked high for the question by BM25, the others at random), in random order;
+- `sft/reading.jsonl`: one passage or 3-4 (`--multi-share`): the gold passage among chunks of other
+  sections and pages that neither state the answer nor may answer the question another way, in random
+  order. Distractors hold a value of the asked type where the pages have one (another PEP for a "which
+  PEP" question, another issue number, another "Contributed by", another code name; `_TYPED`): measured in
+  issue 20, a reader trained with random distractors copied a span of the right type from the wrong
+  passage ("PEP 750 [2]"), which a passage with no PEP in it never teaches it not to do. The first
+  distractor is the one BM25 ranks highest for the question;
 - `sft/distractor.jsonl`: the gold passage and the same kind of statement in a neighbouring version's page
-  with another value (an addition to the same module, a library version, a release date), both passages
-  headed "Python X.Y (date): ", and a question that names the version, so that only one passage answers
-  it. Served passages carry no date (`service/strategies/rag.py` passes the chunk text alone), so the
-  version is in the question as well;
+  with another value (an addition to the same module, a library version, a release date), and a question
+  that names the version, so that only one passage answers it: its title ("What's New in Python 3.12")
+  says which;
 - `sft/abstain.jsonl` (`--abstain-share` of all SFT rows): a question with hard negatives, the chunks our
   own retriever ranks highest for it (the indexer's chunker with its default size, and its BM25, over the
   same pages, in memory) that neither state the answer nor may answer it; the answer is `ABSTAIN_ANSWER`;
@@ -54,7 +57,7 @@ import numpy as np
 
 from core.configs import to_jsonable
 from core.loaders import SkipFile, load_file
-from core.prompts import ABSTAIN_ANSWER, Message, cite, grounded_messages
+from core.prompts import ABSTAIN_ANSWER, Message, cite, grounded_messages, passage
 from core.settings import DEFAULT_EMBEDDER, Settings
 from eval.contamination import QuestionGrams, load_questions, row_text, words
 from eval.world import WorldConfig, generate_world
@@ -66,7 +69,7 @@ logger = logging.getLogger(__name__)
 Row = dict[str, object]
 
 # Bumped whenever the same config would give different rows.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SFT_KINDS = ("reading", "distractor", "abstain")
 # Everything write_rows creates; only these are removed when rows are rewritten in place.
 OUTPUTS = ("sft", "rl", "manifest.json")
@@ -92,14 +95,14 @@ class WhatsNewConfig:
         },
     )
     multi_share: float = field(
-        default=0.3, metadata={"help": "share of reading and RL rows with 3-4 passages (the rest have one)"}
+        default=0.5, metadata={"help": "share of reading and RL rows with 3-4 passages (the rest have one)"}
     )
     abstain_share: float = field(default=0.15, metadata={"help": "abstain rows as a share of all SFT rows"})
     distractor_share: float = field(
         default=0.12, metadata={"help": "distractor rows as a share of all SFT rows, at most"}
     )
     credit_share: float = field(
-        default=0.6,
+        default=0.35,
         metadata={"help": "share of the facts that ask for a contributor or an issue number, at most"},
     )
     rl_rows: int = field(
@@ -179,11 +182,11 @@ class Page:
     sha256: str
     text: str  # the body, front matter removed
     paras: list[Para]
+    title: str = ""
 
-    @property
-    def label(self) -> str:
-        """The header of a dated passage."""
-        return f"Python {self.version} ({self.date.isoformat()})"
+    def shown(self, text: str) -> str:
+        """A passage of this page as the served reader sees it: the page's title and date, then the text."""
+        return passage(text, self.title, self.date)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -294,7 +297,7 @@ def load_pages(folder: Path, versions: Iterable[str] = ()) -> list[Page]:
             raise ValueError(f"{path}: {e}") from None
         doc = docs[0]
         digest = hashlib.sha256(data).hexdigest()
-        pages.append(Page(m[1], doc.date, path.name, digest, doc.text, parse_page(doc.text)))
+        pages.append(Page(m[1], doc.date, path.name, digest, doc.text, parse_page(doc.text), doc.title))
     if not pages:
         which = f" of versions {', '.join(sorted(wanted))}" if wanted else ""
         raise ValueError(f"--pages {folder}: no {PAGE_GLOB} pages{which}")
@@ -990,7 +993,9 @@ class ChunkIndex:
         fields = Settings.model_fields
         size, overlap = fields["chunk_tokens"].default, fields["chunk_overlap"].default
         chunker = Chunker(Embedder(DEFAULT_EMBEDDER), size, overlap)  # only its tokenizer is loaded
-        self.texts = [" ".join(span.text.split()) for page in pages for span in chunker.split(page.text)]
+        spans = [(page, " ".join(span.text.split())) for page in pages for span in chunker.split(page.text)]
+        self.texts = [text for _, text in spans]
+        self.shown = [page.shown(text) for page, text in spans]
         self.store = LexicalStore.build(np.arange(len(self.texts)), [lexical_tokens(t) for t in self.texts])
         logger.info(
             "%d chunks of %d tokens (overlap %d) from %d pages", len(self.texts), size, overlap, len(pages)
@@ -1054,6 +1059,12 @@ def _sft(messages: list[Message], answer: str, kind: str) -> Row:
     return {"messages": [*messages, {"role": "assistant", "content": answer}], "kind": kind}
 
 
+def _question(row: Row) -> str:
+    messages = row["messages"]
+    assert isinstance(messages, list)
+    return str(messages[1]["content"]).rsplit("\n\nQuestion: ", 1)[1]
+
+
 def _interleave(a: list[int], b: list[int]) -> list[int]:
     return [x[k] for k in range(max(len(a), len(b))) for x in (a, b) if k < len(x)]
 
@@ -1076,26 +1087,30 @@ class _Rows:
         return self.rng.choice((3, 4)) if self.rng.random() < self.cfg.multi_share else 1
 
     def distractors(self, fact: Fact, gold: str, n: int) -> list[str]:
-        """`n` chunks that neither state the answer nor may answer the question another way: the first one
-        BM25 ranks high for the question that fits (a hard one), the others drawn at random."""
-        chosen: list[str] = []
+        """`n` chunks (shown as passages) that neither state the answer nor may answer the question another
+        way, holding a value of the asked type where enough chunks do: the first is the one BM25 ranks
+        highest for the question, the others are drawn at random."""
+        chosen: list[int] = []
+        typed = _typed(fact)
 
-        def fits(text: str) -> bool:
+        def fits(i: int, any_type: bool = False) -> bool:
+            text = self.index.texts[i]
             overlaps_gold = gold[:80] in text or text[:80] in gold
-            return text not in chosen and not overlaps_gold and not may_answer(text, fact)
+            of_type = any_type or typed is None or typed.search(text) is not None
+            return i not in chosen and of_type and not overlaps_gold and not may_answer(text, fact)
 
-        hard = next(
-            (t for t in (self.index.texts[i] for i in self.index.search(fact.question, 20)) if fits(t)), None
-        )
+        ranked = self.index.search(fact.question, 20)
+        hard = next((i for i in ranked if fits(i)), next((i for i in ranked if fits(i, True)), None))
         if hard is not None and n > 0:
             chosen.append(hard)
-        for _ in range(20 * n):
-            if len(chosen) >= n:
-                break
-            text = self.index.texts[self.rng.randrange(len(self.index.texts))]
-            if fits(text):
-                chosen.append(text)
-        return chosen
+        for any_type in (False, True):
+            for _ in range(40 * n):
+                if len(chosen) >= n:
+                    break
+                i = self.rng.randrange(len(self.index.texts))
+                if fits(i, any_type):
+                    chosen.append(i)
+        return [self.index.shown[i] for i in chosen]
 
     def grounded(self, fact: Fact) -> tuple[list[Message], list[str], int] | None:
         """The prompt, its passages and the gold passage's 1-based number; None when no window fits."""
@@ -1106,7 +1121,7 @@ class _Rows:
         n = self.n_passages()
         passages = self.distractors(fact, gold, n - 1) if n > 1 else []
         at = self.rng.randrange(len(passages) + 1)
-        passages.insert(at, gold)
+        passages.insert(at, self.pages[fact.version].shown(gold))
         return grounded_messages(fact.question, passages), passages, at + 1
 
     def reading(self, fact: Fact) -> Row | None:
@@ -1131,8 +1146,8 @@ class _Rows:
         # the chunks about its subject in other pages: the negatives alternate between the two rankings.
         bare = re.sub(r"\s*\b(?:in|In|for) Python \d+\.\d+,?", "", fact.question)
         ranked = _interleave(self.index.search(fact.question, 30), self.index.search(bare, 30))
-        texts = dict.fromkeys(self.index.texts[i] for i in ranked)
-        negatives = [t for t in texts if not may_answer(t, fact)][:n]
+        texts = {self.index.texts[i]: self.index.shown[i] for i in ranked}
+        negatives = [shown for t, shown in texts.items() if not may_answer(t, fact)][:n]
         if not negatives:
             return None
         self.rng.shuffle(negatives)
@@ -1156,8 +1171,8 @@ class _Rows:
                 or answers_in(gold, other)
             ):
                 continue
-            mine = f"{self.pages[fact.version].label}: {gold}"
-            passages = [mine, f"{self.pages[other.version].label}: {text}"]
+            mine = self.pages[fact.version].shown(gold)
+            passages = [mine, self.pages[other.version].shown(text)]
             self.rng.shuffle(passages)
             question = fact.generic.format(v=fact.version)
             answer = cite(fact.answer, passages.index(mine) + 1)
@@ -1173,6 +1188,27 @@ class Generated:
     dropped: dict[str, object]
     pages: dict[str, str]  # file name -> sha256
     chunks: int
+
+
+# Facts whose answers have a type a passage can hold another value of: (kinds, what such a value looks
+# like in a passage). Code names: the pages' own markup of identifiers.
+_CREDIT = re.compile(r"\b(?:[Cc]ontributed|[Ww]ritten|[Ii]mplemented|[Pp]atch(?:ed)?|[Aa]dded) by [A-Z]")
+_TYPED: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = (
+    (frozenset({"pep"}), re.compile(r"\bPEP \d+")),
+    (frozenset({"issue"}), re.compile(r"\b(?:gh|bpo)-\d+")),
+    (frozenset({"contributor", "pep_author", "editor"}), _CREDIT),
+    (frozenset({"library_version", "faster"}), re.compile(r"\b\d+\.\d+(?:\.\d+)?\b|\b\d+(?:\.\d+)?(?:x|%)")),
+    (
+        frozenset({"added", "cloze", "param", "new_module", "removed", "renamed", "replacement", "supports",
+                   "deprecated"}),
+        _CODE_REF,
+    ),
+)  # fmt: skip
+
+
+def _typed(fact: Fact) -> re.Pattern[str] | None:
+    """What a passage holding another answer of the fact's type contains, if the type is known."""
+    return next((pattern for kinds, pattern in _TYPED if fact.kind in kinds), None)
 
 
 def _cap_credits(facts: list[Fact], share: float, rng: random.Random) -> list[Fact]:
@@ -1198,6 +1234,8 @@ def generate(cfg: WhatsNewConfig) -> Generated:
     facts = facts[: cfg.limit]
     n_rl = min(cfg.rl_rows, len(facts) // 5)
     held, train = facts[:n_rl], facts[n_rl:]
+    asked = {f.question for f in held}  # two facts may share a question ("Which method was added to ...?")
+    train = [f for f in train if f.question not in asked]
 
     index = ChunkIndex(pages)
     make = _Rows(cfg, pages, index, rng)
@@ -1231,6 +1269,8 @@ def generate(cfg: WhatsNewConfig) -> Generated:
         ]
         for f in unique:
             distractor += kept(make.distractor(f, [g for g in unique if g is not f], 2), "distractor")
+    # a distractor row asks the generic form of its question, which may be a held-out fact's question
+    distractor = [r for r in distractor if _question(r) not in asked]
     rng.shuffle(distractor)
     s, a = cfg.distractor_share, cfg.abstain_share
     distractor = distractor[: int(s * len(reading) / (1 - a - s))]  # then distractor / all SFT <= s

@@ -25,6 +25,13 @@ learnt to do so for every name it knew: measured in issue 4, after 3,600 steps i
 grounded questions about held-out people when their name was swapped for a fresh one and 52% under their
 own name, whose facts it half-remembered. Substituted passages make reading the only way (the
 "substitution" augmentation of Longpre et al. 2021, Entity-Based Knowledge Conflicts in QA).
+
+Every passage is shown as it is served (`core.prompts.passage`): its document's title and date first.
+`updated` rows (`UPDATED_SHARE` of the grounded count) put two documents about one subject that disagree on
+the asked value side by side, and the answer is the newer one's: half are the train pool's own updates (a
+profile from before the cutoff, the news that changed it), half two versions of a fresh profile with random
+dates, so that the date, not the look of a news item, tells which is current. Measured in issue 20: a
+reader trained on undated passages answered 83% of the world's `updated` questions with the stale value.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages
-from eval.world.build import Timeline
-from eval.world.config import WorldConfig
+from core.prompts import ABSTAIN_ANSWER, Message, cite, closed_book_messages, grounded_messages, passage
+from eval.world.build import Timeline, random_date
+from eval.world.config import AS_OF, WorldConfig
 from eval.world.model import (
     KINDS,
     Document,
@@ -53,7 +60,7 @@ from eval.world.model import (
 )
 from eval.world.names import NameGenerator
 from eval.world.questions import UNANSWERABLE_ATTRS, forward_question, new_product_question
-from eval.world.templates import ATTRIBUTES, QUESTIONS, SENTENCES, stem_name
+from eval.world.templates import ATTRIBUTES, QUESTIONS, SENTENCES, TITLES, stem_name
 
 Row = dict[str, object]
 
@@ -63,6 +70,10 @@ FRESH_SHARE = 0.5
 COUNTERFACTUAL_SHARE = 0.5
 # Questions per reading drill: its passages are read once and answer this many questions.
 READING_QUESTIONS = 3
+# `updated` rows (two dated documents that disagree), as a share of the grounded examples.
+UPDATED_SHARE = 0.25
+# The dates a fresh profile may carry.
+FRESH_DATES = (dt.date(2015, 1, 1), AS_OF)
 
 PADDED_GROUNDED = (
     "Based on the passages provided, the answer to your question is {a}, as stated in passage [{k}]. "
@@ -107,6 +118,9 @@ class _Examples:
         # (gold document, fact it states): every grounded question has one passage that answers it.
         self.stated = [(d, timeline.fact_by_id[fid]) for d in self.docs for fid in d.facts]
         self.stale = [(d, f) for d, f in self.stated if f.replaces is not None]
+        self.stating: dict[str, list[Document]] = {}
+        for d, f in self.stated:
+            self.stating.setdefault(f.id, []).append(d)
         self.memory = [f for f in timeline.facts if timeline.is_retained(f) and self._pool(f) == "train"]
         self.fictitious = timeline.fictitious["train"]
         # (kind, attr) -> values seen in the train pool, for plausible wrong answers
@@ -155,7 +169,7 @@ class _Examples:
         docs = self.distractors(n - 1, avoid, like=gold)
         position = self.rng.randrange(len(docs) + 1)
         docs.insert(position, gold)
-        return [d.body for d in docs], position + 1
+        return [shown(d) for d in docs], position + 1
 
     # -- SFT -----------------------------------------------------------------------------------------
 
@@ -169,14 +183,20 @@ class _Examples:
 
     def fresh_profile(self, avoid: set[str]) -> tuple[str, str, Fact, _Asked]:
         """A profile of a subject that exists nowhere else (named none of `avoid`, which gets its name),
-        and a question only it answers: (name, profile, the fact asked, the question)."""
+        and a question only it answers: (name, profile as a dated passage, the fact asked, the question)."""
         kind, name, body, stated = self._fresh_subject(avoid)
         fact = self.rng.choice(stated)
-        return name, body, fact, self._ask_fresh(kind, name, fact)
+        return name, self.fresh_passage(kind, name, body), fact, self._ask_fresh(kind, name, fact)
 
-    def _fresh_subject(self, avoid: set[str]) -> tuple[Kind, str, str, list[Fact]]:
-        """(kind, name, profile, the facts it states) of a fresh subject; see `fresh_profile`."""
-        kind = self.rng.choice([k for k in KINDS if all((k, a) in self.pre_facts for a in ATTRIBUTES[k])])
+    def fresh_passage(self, kind: Kind, name: str, body: str, date: dt.date | None = None) -> str:
+        """A fresh profile as a passage: one of its kind's titles and a date (random unless given)."""
+        title = self.rng.choice(TITLES[kind]).format(s=name)
+        return passage(body, title, date or random_date(self.rng, *FRESH_DATES))
+
+    def _fresh_subject(self, avoid: set[str], like: Kind | None = None) -> tuple[Kind, str, str, list[Fact]]:
+        """(kind, name, profile text, the facts it states) of a fresh subject; see `fresh_profile`."""
+        kinds = [k for k in KINDS if all((k, a) in self.pre_facts for a in ATTRIBUTES[k])]
+        kind = like if like is not None else self.rng.choice(kinds)
         name = self._fresh.name(kind, avoid)
         avoid.add(name)
         stated = [
@@ -226,7 +246,7 @@ class _Examples:
         # Train documents may use the subject's name words in other names: only the gold passage names it.
         docs = [d for d in self.distractors(n_passages + 2, ()) if not contains_phrase(d.body, subject)]
         passages = [
-            self.fresh_profile(names)[1] if self.rng.random() < 0.5 else d.body
+            self.fresh_profile(names)[1] if self.rng.random() < 0.5 else shown(d)
             for d in docs[: n_passages - 1]
         ]
         gold = self.rng.randrange(len(passages) + 1)
@@ -248,7 +268,7 @@ class _Examples:
             fresh = [self._fresh_subject(names) for _ in range(n_fresh)]
             # Train documents may use a fresh name's words in other names: only its own passage names it.
             train = [
-                d.body
+                shown(d)
                 for d in self.distractors(n + 2, ())
                 if not any(contains_phrase(d.body, name) for _, name, _, _ in fresh)
             ]
@@ -265,7 +285,9 @@ class _Examples:
             ):
                 asked = self._ask_fresh(kind, name, fact)
                 if turn == 0:
-                    texts = [p if isinstance(p, str) else p[2] for p in passages]
+                    texts = [
+                        p if isinstance(p, str) else self.fresh_passage(p[0], p[1], p[2]) for p in passages
+                    ]
                     messages += grounded_messages(asked.question, texts)
                 else:
                     messages.append({"role": "user", "content": f"Question: {asked.question}"})
@@ -288,20 +310,18 @@ class _Examples:
     def counterfactual(self, doc: Document, fact: Fact) -> tuple[str, Fact] | None:
         """`doc`'s body with `fact`'s value replaced by another train-pool value of its attribute, and the
         fact that value comes from; None for a post-cutoff fact or one whose value the body does not
-        state exactly once. The article of a role ("a pilot" -> "an engineer") follows the new value."""
+        state exactly once."""
         if fact.era != "pre":
             return None
-        stated = re.compile(rf"(?<!\w)(?:an? )?{re.escape(fact.value)}(?!\w)")
-        found = stated.findall(doc.body)
         others = [
             f for f in self.pre_facts.get((self._kind(fact), fact.attr), [])
             if f.value != fact.value and not contains_phrase(doc.body, f.value)
         ]  # fmt: skip
-        if len(found) != 1 or not others:
+        if not others:
             return None
         other = self.rng.choice(others)
-        new = article(other.value) if found[0] != fact.value else other.value
-        return stated.sub(lambda _: new, doc.body), other
+        body = substitute(doc.body, fact.value, other.value)
+        return (body, other) if body is not None else None
 
     def grounded(self, count: int, kind: str, n_passages: int | None = None) -> list[Row]:
         rows: list[Row] = []
@@ -309,6 +329,65 @@ class _Examples:
             n = n_passages or self.rng.randint(2, 4)
             messages, _, gold, asked, _ = self.grounded_item(n)
             rows.append(_chat(messages, cite(asked.answers[0], gold), kind))
+        return rows
+
+    def updated_item(self, n_passages: int) -> tuple[list[Message], list[str], int, _Asked]:
+        """Two dated documents about one subject stating different values of the asked attribute, among
+        `n_passages`: the train pool's own update (half the time, where it has one) or two versions of a
+        fresh profile with random dates. The answer is the newer document's value."""
+        own = self._own_update() if self.rng.random() < 0.5 else None
+        if own is not None:
+            (old_doc, new_doc), asked = own
+            texts = [shown(old_doc), shown(new_doc)]
+        else:
+            texts, asked = self._fresh_update()
+        others = [shown(d) for d in self.distractors(n_passages - 2, asked.names)]
+        order = self.rng.sample(range(len(others) + 2), len(others) + 2)
+        passages = [([*texts, *others])[k] for k in order]
+        gold = order.index(1) + 1
+        return grounded_messages(asked.question, passages), passages, gold, asked
+
+    def _fresh_update(self) -> tuple[list[str], _Asked]:
+        """Two versions of a fresh profile, the older one first, that differ in one value (taken from
+        another fresh subject of its kind), with random dates; the question asks for that value."""
+        names: set[str] = set()
+        for _ in range(100):
+            kind, name, body, stated = self._fresh_subject(names)
+            _, _, _, alternatives = self._fresh_subject(names, kind)
+            pairs = [(f, o) for f, o in zip(stated, alternatives, strict=True) if f.value != o.value]
+            if not pairs:
+                continue
+            fact, other = self.rng.choice(pairs)
+            changed = substitute(body, fact.value, other.value)
+            if changed is None:
+                continue
+            old, new = sorted(random_date(self.rng, *FRESH_DATES) for _ in range(2))
+            new += dt.timedelta(days=1 if new == old else 0)
+            versions = [(body, fact), (changed, other)]
+            self.rng.shuffle(versions)  # either value may be the newer one
+            (older, _), (newer, current) = versions
+            texts = [self.fresh_passage(kind, name, older, old), self.fresh_passage(kind, name, newer, new)]
+            return texts, self._ask_fresh(kind, name, current)
+        raise RuntimeError("no fresh profile with a value that can change")
+
+    def _own_update(self) -> tuple[tuple[Document, Document], _Asked] | None:
+        """(a document stating a train-pool fact before it changed, the news of the change), its question."""
+        for _ in range(20):
+            if not self.stale:
+                return None
+            new_doc, fact = self.rng.choice(self.stale)
+            assert fact.replaces is not None
+            olds = [d for d in self.stating.get(fact.replaces, []) if d.date < new_doc.date]
+            asked = self.ask(fact)
+            if olds and asked.answers == fact.aliases:
+                return (self.rng.choice(olds), new_doc), asked
+        return None
+
+    def updated(self, count: int) -> list[Row]:
+        rows: list[Row] = []
+        for _ in range(count):
+            messages, _, gold, asked = self.updated_item(self.rng.randint(2, 4))
+            rows.append(_chat(messages, cite(asked.answers[0], gold), "updated"))
         return rows
 
     def abstain_item(self, variant: int) -> tuple[list[Message], list[str]]:
@@ -325,13 +404,13 @@ class _Examples:
         if variant == 1:
             fact = self.rng.choice(self.memory)
             asked = self.ask(fact)
-            passages = [d.body for d in self.distractors(n, asked.names)]
+            passages = [shown(d) for d in self.distractors(n, asked.names)]
             return grounded_messages(asked.question, passages), passages
         kind, name = self.rng.choice(self.fictitious)
         question = QUESTIONS[(kind, self.rng.choice(UNANSWERABLE_ATTRS[kind]))].format(s=name)
         if variant == 3:
             return closed_book_messages(question), []
-        passages = [d.body for d in self.distractors(n, ())]
+        passages = [shown(d) for d in self.distractors(n, ())]
         return grounded_messages(question, passages), passages
 
     def _lacking(self) -> tuple[Document, str, str] | None:
@@ -357,8 +436,11 @@ class _Examples:
         rows: list[Row] = []
         for i in range(count):
             slot = i % 5
-            if slot < 2:
+            if slot == 0:
                 messages, passages, gold, asked, _ = self.grounded_item(self.rng.randint(2, 4))
+                rows.append(_rl(messages, asked.answers, "grounded", passages, gold))
+            elif slot == 1:
+                messages, passages, gold, asked = self.updated_item(self.rng.randint(2, 4))
                 rows.append(_rl(messages, asked.answers, "grounded", passages, gold))
             elif slot < 4:
                 asked = self.ask(self.rng.choice(self.memory))
@@ -439,6 +521,22 @@ class _FreshNames:
         raise RuntimeError(f"no fresh {kind} name left")
 
 
+def shown(doc: Document) -> str:
+    """A world document as a served passage: its title, its date, its text."""
+    return passage(doc.body, doc.title, doc.date)
+
+
+def substitute(body: str, value: str, new: str) -> str | None:
+    """`body` with the one place it states `value` stating `new` instead (the article of a role follows:
+    "a pilot" -> "an engineer"); None unless `value` occurs exactly once."""
+    stated = re.compile(rf"(?<!\w)(?:an? )?{re.escape(value)}(?!\w)")
+    found = stated.findall(body)
+    if len(found) != 1:
+        return None
+    replacement = article(new) if found[0] != value else new
+    return stated.sub(lambda _: replacement, body)
+
+
 def _chat(messages: list[Message], answer: str, kind: str) -> Row:
     return {"messages": [*messages, {"role": "assistant", "content": answer}], "kind": kind}
 
@@ -461,6 +559,7 @@ def build_training_data(timeline: Timeline, documents: list[Document], config: W
     sft = sft_maker.closed_book()
     sft += sft_maker.grounded(spec.grounded_examples, "grounded")
     sft += sft_maker.grounded(spec.long_context_examples, "long_context", n_passages=spec.long_context_docs)
+    sft += sft_maker.updated(round(UPDATED_SHARE * spec.grounded_examples))
     sft += sft_maker.abstain(spec.abstain_examples)
     sft += _Examples(timeline, documents, config, "reading").reading(spec.reading_examples)
     rl = _Examples(timeline, documents, config, "rl").rl(spec.rl_examples)

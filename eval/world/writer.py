@@ -21,7 +21,7 @@ from eval.world.model import CATEGORIES, KINDS, POOLS, Document
 
 logger = logging.getLogger(__name__)
 
-SFT_KINDS = ("closed_book", "grounded", "long_context", "abstain", "reading")
+SFT_KINDS = ("closed_book", "grounded", "long_context", "abstain", "updated", "reading")
 RL_KINDS = ("closed_book", "grounded", "abstain")
 PREF_KINDS = ("hallucinated", "stale", "padded")
 # Everything write_world creates; only these are removed when a world is rewritten in place.

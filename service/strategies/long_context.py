@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages
+from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages, passage
 from service.documents import Document
 from service.engines import find_card
 from service.errors import BadRequest
@@ -22,6 +22,11 @@ from service.strategies.base import Finished, Prepared, StrategyContext, is_abst
 PASSAGE_OVERHEAD = 4  # "[12] " and the newline around a passage, in tokens, to be safe
 MIN_CUT_TOKENS = 32  # a cut document shorter than this is not worth its place
 SNIPPET = 300
+
+
+def _shown(doc: Document, text: str) -> str:
+    """The document (or the part of it that fits) as a dated passage."""
+    return passage(text, doc.title, doc.date)
 
 
 class LongContext:
@@ -36,7 +41,7 @@ class LongContext:
         if key not in self._counts:
             if len(self._counts) > 100_000:
                 self._counts.clear()
-            tokens = await self.ctx.engine.tokenize(model, text=" ".join(doc.text.split()))
+            tokens = await self.ctx.engine.tokenize(model, text=" ".join(_shown(doc, doc.text).split()))
             self._counts[key] = len(tokens) + PASSAGE_OVERHEAD
         return self._counts[key]
 
@@ -82,12 +87,12 @@ class LongContext:
                 packed.append((doc, doc.text[:keep]))
                 truncated = True
             break
-        messages = grounded_messages(question, [text for _, text in packed])
+        messages = grounded_messages(question, [_shown(d, text) for d, text in packed])
         # The per-document counts are close but not exact (tokens may merge across a boundary): check.
         while packed and len(await engine.tokenize(model, messages=messages)) > limit:
             packed.pop()
             truncated = False
-            messages = grounded_messages(question, [text for _, text in packed])
+            messages = grounded_messages(question, [_shown(d, text) for d, text in packed])
         full = len(packed) - (1 if truncated else 0)
         sources = [
             Citation(n=n, doc_id=d.doc_id, source=d.source, title=d.title, date=d.date, text=text[:SNIPPET])

@@ -43,7 +43,7 @@ import asyncio
 import re
 import time
 
-from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages
+from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages, passage
 from core.schemas import SearchHit
 from indexer.retriever import reciprocal_rank_fusion
 from service.protocol import Citation, StrategyName
@@ -182,7 +182,7 @@ class Rag:
             self.name,
             question,
             model or self.ctx.chat_model,
-            grounded_messages(question, [h.text for h in hits]),
+            grounded_messages(question, [passage(h.text, h.title, h.date) for h in hits]),
             max_tokens,
             sources=sources,
             retrieve_ms=retrieve_ms,

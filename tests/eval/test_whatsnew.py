@@ -67,6 +67,16 @@ def prompt_parts(messages: list[dict[str, str]]) -> tuple[list[str], str]:
     return [line.split("] ", 1)[1] for line in lines], question
 
 
+_SHOWN = re.compile(r"What's New in Python (?P<version>\d+\.\d+) \((?P<date>\d{4}-\d\d-\d\d)\): (?P<text>.+)")
+
+
+def shown(passage: str) -> re.Match[str]:
+    """A passage as served: its page's title and date, then its text."""
+    m = _SHOWN.fullmatch(passage)
+    assert m, passage
+    return m
+
+
 def cited(answer: str) -> tuple[str, int]:
     m = re.fullmatch(r"(.+) \[(\d+)\]", answer)
     assert m, answer
@@ -75,7 +85,7 @@ def cited(answer: str) -> tuple[str, int]:
 
 def test_reading_and_distractor_rows_cite_the_one_passage_that_states_the_answer(rows_dir: Path) -> None:
     reading, distractor = jsonl(rows_dir / "sft/reading.jsonl"), jsonl(rows_dir / "sft/distractor.jsonl")
-    assert len(reading) > 500 and len(distractor) > 5
+    assert len(reading) > 300 and len(distractor) > 5
     sizes = set()
     for row in [*reading, *distractor]:
         messages = row["messages"]
@@ -88,13 +98,11 @@ def test_reading_and_distractor_rows_cite_the_one_passage_that_states_the_answer
         others = [p for n, p in enumerate(passages, 1) if n != k]
         assert not any(has_phrase(p, answer) for p in others), (question, answer)
         sizes.add(len(passages))
+        versions = [shown(p)["version"] for p in passages]  # every passage titled and dated
         if row["kind"] == "distractor":
-            # both passages dated, and the question names the gold passage's version
-            assert len(passages) == 2 and all(
-                re.match(r"Python \d+\.\d+ \(\d{4}-\d\d-\d\d\): ", p) for p in passages
-            )
-            version = passages[k - 1].split()[1]
-            assert re.search(rf"Python {re.escape(version)}(?!\d)", question), question
+            # two versions' pages, and the question names the gold passage's version
+            assert len(passages) == 2 and versions[0] != versions[1]
+            assert re.search(rf"Python {re.escape(versions[k - 1])}(?!\d)", question), question
     assert {1, 3, 4} <= sizes  # single-passage rows, and multi-passage ones
 
 
@@ -103,9 +111,25 @@ def test_gold_passages_are_windows_of_the_page(rows_dir: Path) -> None:
     for row in jsonl(rows_dir / "sft/reading.jsonl"):
         passages, _ = prompt_parts(row["messages"])
         _, k = cited(row["messages"][-1]["content"])
-        words.append(len(passages[k - 1].split()))
+        words.append(len(shown(passages[k - 1])["text"].split()))
     words.sort()
     assert words[-1] <= 150 and 60 <= words[len(words) // 2] <= 150
+
+
+def test_distractors_hold_another_value_of_the_asked_type(rows_dir: Path) -> None:
+    """A "which PEP" question's other passages name other PEPs, an issue question's other issues."""
+    typed = {r"PEP \d+": re.compile(r"\bPEP \d+"), r"(?:gh|bpo)-\d+": re.compile(r"\b(?:gh|bpo)-\d+")}
+    counts = {shape: [0, 0] for shape in typed}
+    for row in jsonl(rows_dir / "sft/reading.jsonl"):
+        passages, _ = prompt_parts(row["messages"])
+        answer, k = cited(row["messages"][-1]["content"])
+        for shape, pattern in typed.items():
+            if len(passages) > 1 and re.fullmatch(shape, answer):
+                others = [p for n, p in enumerate(passages, 1) if n != k]
+                counts[shape][0] += sum(bool(pattern.search(p)) for p in others)
+                counts[shape][1] += len(others)
+    for shape, (typed_others, others) in counts.items():
+        assert others > 10 and typed_others / others > 0.9, (shape, typed_others, others)
 
 
 def test_abstain_rows_have_passages_without_the_answer(rows_dir: Path) -> None:

@@ -17,6 +17,7 @@ from eval.world import (
     ABSTAIN_ANSWER,
     CATEGORIES,
     CUTOFF,
+    SIZES,
     World,
     WorldConfig,
     citations,
@@ -26,6 +27,7 @@ from eval.world import (
 )
 from eval.world.questions import fact_documents
 from eval.world.templates import EVENT_SUFFIXES, ORG_SUFFIXES, QUESTIONS
+from eval.world.training import UPDATED_SHARE
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONT_MATTER = re.compile(r'---\ntitle: "[^"\n]*"\ndate: \d{4}-\d\d-\d\d\nsource: (?:pre|post)-\d+\n---\n')
@@ -253,7 +255,7 @@ def passages_of(user: str) -> list[str]:
 
 def test_sft_rows(tiny_world: World) -> None:
     kinds = {r["kind"] for r in tiny_world.sft}
-    assert kinds == {"closed_book", "grounded", "long_context", "abstain", "reading"}
+    assert kinds == {"closed_book", "grounded", "long_context", "abstain", "reading", "updated"}
     for row in tiny_world.sft:
         assert list(row) == ["messages", "kind"]
         roles = [m["role"] for m in row["messages"]]
@@ -265,7 +267,7 @@ def test_sft_rows(tiny_world: World) -> None:
             assert roles == ["system", "user", "assistant"]
         answer = row["messages"][2]["content"]
         user = row["messages"][1]["content"]
-        if row["kind"] in ("grounded", "long_context", "reading"):
+        if row["kind"] in ("grounded", "long_context", "reading", "updated"):
             [k] = citations(answer)
             passages = passages_of(user)
             assert 1 <= k <= len(passages)
@@ -274,6 +276,43 @@ def test_sft_rows(tiny_world: World) -> None:
             assert answer == ABSTAIN_ANSWER
         else:
             assert "[1]" not in user and not citations(answer)
+
+
+_DATED = re.compile(r"^(?P<title>.+) \((?P<date>\d{4}-\d\d-\d\d)\): (?P<text>.+)$")
+_SUBJECT = re.compile(r"(?<!^)(?:[A-Z][a-z]+ )*[A-Z][a-z]+")
+
+
+def test_every_passage_is_shown_with_its_title_and_date(tiny_world: World) -> None:
+    by_body = {d.body: d for d in tiny_world.documents}
+    rows = [r for r in tiny_world.sft if r["kind"] != "closed_book"]
+    seen = 0
+    for row in rows:
+        for shown in passages_of(row["messages"][1]["content"]):
+            m = _DATED.match(shown)
+            assert m, shown
+            if (doc := by_body.get(m["text"])) is not None:  # a world document, not a fresh profile
+                assert (m["title"], m["date"]) == (doc.title, doc.date.isoformat())
+                seen += 1
+    assert seen > 100
+
+
+def test_updated_rows_answer_from_the_newest_of_two_disagreeing_documents(tiny_world: World) -> None:
+    """Two passages name the question's subject and state different values; the answer is the newer's."""
+    rows = [r for r in tiny_world.sft if r["kind"] == "updated"]
+    assert len(rows) == round(UPDATED_SHARE * SIZES["tiny"].grounded_examples)
+    newer_first = 0
+    for row in rows:
+        question = row["messages"][1]["content"].split("Question: ")[1]
+        subject = _SUBJECT.findall(question)[-1]
+        value, k = row["messages"][2]["content"].rsplit(" [", 1)
+        dated = [_DATED.match(p) for p in passages_of(row["messages"][1]["content"])]
+        about = [(n, m) for n, m in enumerate(dated, 1) if m and contains_phrase(m["text"], subject)]
+        assert len(about) == 2, row
+        (gold_n, gold), (other_n, other) = sorted(about, key=lambda nm: nm[1]["date"], reverse=True)
+        assert int(k.rstrip("]")) == gold_n and gold["date"] > other["date"]
+        assert contains_phrase(gold["text"], value) and not contains_phrase(other["text"], value), row
+        newer_first += gold_n < other_n
+    assert 0.3 < newer_first / len(rows) < 0.7  # the newer passage is as often first as second
 
 
 def test_some_grounded_passages_about_train_entities_state_another_value(tiny_world: World) -> None:
@@ -288,7 +327,9 @@ def test_some_grounded_passages_about_train_entities_state_another_value(tiny_wo
     for row in grounded:
         answer = row["messages"][2]["content"]
         [k] = citations(answer)
-        gold = passages_of(row["messages"][1]["content"])[k - 1]
+        shown = _DATED.match(passages_of(row["messages"][1]["content"])[k - 1])
+        assert shown, row
+        gold = shown["text"]
         sentences = gold.split(". ")
         near = {b for s in sentences for b in docs_with.get(s, [])}
         if not near or gold in near:

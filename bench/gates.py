@@ -27,11 +27,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from core.answers import contains_answer, strip_citations
 from core.logging import setup_logging
 from core.schemas import SearchHit
 from indexer.retriever import IndexRetriever
 from service.config import ServiceSettings
-from service.strategies.base import STOPWORDS, StrategyContext, content_words, fold, strip_citations
+from service.strategies.base import STOPWORDS, StrategyContext, content_words
 from service.strategies.rag import Rag, relevance, support
 
 ANSWERABLE = ("new", "updated", "retained")
@@ -148,7 +149,6 @@ def gate_rows(rag: Rag, questions: list[dict[str, Any]]) -> list[dict[str, Any]]
     rows = []
     for q in questions:
         hits, cosines, version = rag.retrieve(q["question"], k)
-        held = fold(" ".join(h.text for h in hits))
         rows.append(
             {
                 "id": q.get("id"),
@@ -156,7 +156,7 @@ def gate_rows(rag: Rag, questions: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "question": q["question"],
                 "old": old_gate(rag, q["question"], hits, cosines),
                 "new": rag.gate(q["question"], hits, cosines, version),
-                "answer_in_passages": any(fold(a) in held for a in q.get("answers", [])),
+                "answer_in_passages": contains_answer(" ".join(h.text for h in hits), q.get("answers", [])),
             }
         )
     return rows

@@ -1,11 +1,13 @@
 """Answer and retrieval metrics for the eval harness, on plain strings (no model, no I/O).
 
-Answers are compared after SQuAD-style normalisation (lower case, no punctuation, no articles, citation
-markers like `[2]` dropped). A prediction is `correct` when it states one of the answer aliases as whole
-words and does not abstain; `exact_match` is the strict form (the whole answer is an alias). On
-`unanswerable` questions the only correct answer is an abstention; on `updated` questions an answer that
-states the pre-cutoff value instead of the current one counts as `stale`. An abstention is what the
-gateway calls one (`service.strategies.base.is_abstention`), so the eval and the gateway never disagree.
+Answers are compared as `core.answers` defines it, the one definition the trainer's probe, the RL
+rewards and the gateway use too: SQuAD-style normalisation (case, punctuation, articles, citation
+markers like `[2]`, Unicode quotes and dashes, thousands separators do not matter). A prediction is
+`correct` when it states one of the answer aliases as whole words (`contains_answer`) and does not
+abstain; `exact_match` is the strict form (the whole answer is an alias). On `unanswerable` questions the
+only correct answer is an abstention; on `updated` questions an answer that states the pre-cutoff value
+instead of the current one counts as `stale`. An abstention is what the gateway calls one
+(`core.answers.is_abstention`), so the eval and the gateway never disagree.
 
 Truthfulness is CRAG's score (Yang et al. 2024): a right answer +1, an abstention 0, a wrong answer -1, so
 that a system which guesses pays for its wrong guesses instead of only missing the points.
@@ -14,45 +16,19 @@ that a system which guesses pays for its wrong guesses instead of only missing t
 from __future__ import annotations
 
 import random
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.strategies.base import is_abstention
-
-_CITATION = re.compile(r"\[\d+\]")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans(dict.fromkeys(string.punctuation + "‘’“”", " "))
-
-
-def normalize(text: str) -> str:
-    text = _CITATION.sub(" ", text.lower()).translate(_PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _contains(haystack: str, needle: str) -> bool:
-    """Whole-word containment of normalised strings: "varn" is not in "varnel"."""
-    return bool(needle) and f" {needle} " in f" {haystack} "
-
-
-def exact_match(prediction: str, answers: Sequence[str]) -> bool:
-    pred = normalize(prediction)
-    return any(pred == normalize(a) for a in answers)
-
-
-def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
-    pred = normalize(prediction)
-    return any(_contains(pred, normalize(a)) for a in answers)
+from core.answers import contains_answer, exact_match, is_abstention, normalise
 
 
 def token_f1(prediction: str, answers: Sequence[str]) -> float:
     """The best SQuAD token F1 over the aliases."""
-    pred = normalize(prediction).split()
+    pred = normalise(prediction).split()
     best = 0.0
     for answer in answers:
-        gold = normalize(answer).split()
+        gold = normalise(answer).split()
         common = sum((Counter(pred) & Counter(gold)).values())
         if common:
             precision, recall = common / len(pred), common / len(gold)

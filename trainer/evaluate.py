@@ -7,7 +7,8 @@
 
 Training phases use it to report accuracy against training time (and RL's reward-hacking guard can use
 it for held-out accuracy); the eval harness (`python -m eval run`) is the full comparison of strategies.
-Exact match: the answer with its citation removed, lower-cased, punctuation folded, equals an alias.
+Exact match is `core.answers.exact_match`, the eval's: the answer, normalised (citation, case,
+punctuation, articles, thousands separators dropped), equals a normalised alias.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answers import exact_match
 from core.prompts import Message, citations, closed_book_messages, grounded_messages
 from trainer.data import expand_paths, strip_front_matter
 
@@ -68,15 +70,6 @@ class Item:
     answers: list[str]
     citation: int | None = None
     id: str = ""
-
-
-def normalise(text: str) -> str:
-    text = re.sub(r"\[\d+\]", " ", text).lower()
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
-
-
-def exact_match(prediction: str, answers: list[str]) -> bool:
-    return normalise(prediction) in {normalise(a) for a in answers}
 
 
 def read_docs(folder: Path) -> dict[str, str]:

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answers import exact_match
 from core.prompts import Message
 from trainer.checkpoint import resolve_checkpoint, write_json_atomic
 from trainer.cpt import DEFAULT_SEQ_LEN, inherited, lineage_chain, split_old_corpus
 from trainer.data import Windows, expand_paths, pack
 from trainer.data import tokenize as tokenize_records
-from trainer.evaluate import Item, exact_match, generate_turns, question_items
+from trainer.evaluate import Item, generate_turns, question_items
 
 logger = logging.getLogger(__name__)
 

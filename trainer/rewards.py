@@ -4,14 +4,15 @@ An RL row (`eval world` writes them to `rl/`) is `{"prompt": [messages], "answer
 grounded | closed_book | abstain, "passages": [...], "gold_passage": n}`. Three checks, weighted by
 `RLVR_WEIGHTS`:
 
-- `answer`: 1 when the answer, citation removed and normalised as the eval's exact match, is a known
-  answer (for `abstain` rows the known answer is the abstention sentence); `PARTIAL_ANSWER` when a short
-  answer (at most `MAX_ANSWER_WORDS` words) contains a known answer as whole words, e.g. "The job of X is
-  chemist." A model that answers in sentences (SmolLM2) gets exact match 0 on every sample, hence no
-  gradient at all; the partial credit gives one, and exact match still pays four times as much.
+- `answer`: 1 when the answer is a known answer by `core.answers.exact_match`, the eval's exact match
+  (for `abstain` rows the known answer is the abstention sentence); `PARTIAL_ANSWER` when a short answer
+  (at most `MAX_ANSWER_WORDS` words once normalised, so articles do not count) contains a known answer
+  as whole words (`core.answers.contains_answer`), e.g. "The job of X is chemist." A model that answers
+  in sentences (SmolLM2) gets exact match 0 on every sample, hence no gradient at all; the partial
+  credit gives one, and exact match still pays four times as much.
 - `citation` (grounded rows only; None elsewhere, which TRL leaves out of the sum): the first `[n]` cited
-  names a passage that contains a known answer. Not "equals `gold_passage`": a distractor may state the
-  same fact, and citing it is just as verifiable.
+  names a passage that contains a known answer (`contains_answer` again). Not "equals `gold_passage`": a
+  distractor may state the same fact, and citing it is just as verifiable.
 - `format`: grounded: a short answer then one citation; closed book: a short answer, no citation; abstain:
   the abstention sentence and nothing else.
 
@@ -25,8 +26,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.answers import contains_answer, exact_match, normalise, strip_citations
 from core.prompts import ABSTAIN_ANSWER, citations
-from trainer.evaluate import exact_match, normalise
 
 # Answer first; citation and format shape it (and give a weak model a gradient before it gets answers right).
 RLVR_WEIGHTS = {"answer": 1.0, "citation": 0.5, "format": 0.25}
@@ -38,16 +39,9 @@ _GROUNDED_FORMAT = re.compile(r"^[^\[\]\n]+ \[\d+\]$")
 def answer_reward(completion: str, answers: list[str]) -> float:
     if exact_match(completion, answers):
         return 1.0
-    text = normalise(completion)
-    if not 0 < len(text.split()) <= MAX_ANSWER_WORDS:
+    if not 0 < len(normalise(completion).split()) <= MAX_ANSWER_WORDS:
         return 0.0
-    return PARTIAL_ANSWER if any(_contains(text, a) for a in answers) else 0.0
-
-
-def _contains(normalised_text: str, answer: str) -> bool:
-    """Whether a known answer occurs in the normalised text as whole words."""
-    a = normalise(answer)
-    return bool(a) and f" {a} " in f" {normalised_text} "
+    return PARTIAL_ANSWER if contains_answer(completion, answers) else 0.0
 
 
 def citation_reward(completion: str, answers: list[str], kind: str, passages: list[str]) -> float | None:
@@ -56,15 +50,14 @@ def citation_reward(completion: str, answers: list[str], kind: str, passages: li
     cited = citations(completion)
     if not cited or not 1 <= cited[0] <= len(passages):
         return 0.0
-    passage = normalise(passages[cited[0] - 1])
-    return 1.0 if any(_contains(passage, a) for a in answers) else 0.0
+    return 1.0 if contains_answer(passages[cited[0] - 1], answers) else 0.0
 
 
 def format_reward(completion: str, kind: str) -> float:
     text = completion.strip()
     if kind == "abstain":
         return 1.0 if text == ABSTAIN_ANSWER else 0.0
-    short = 0 < len(re.sub(r"\[\d+\]", " ", text).split()) <= MAX_ANSWER_WORDS
+    short = 0 < len(strip_citations(text).split()) <= MAX_ANSWER_WORDS
     if kind == "grounded":
         return 1.0 if short and _GROUNDED_FORMAT.match(text) else 0.0
     return 1.0 if short and not citations(text) and "\n" not in text else 0.0

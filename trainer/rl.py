@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answers import exact_match
 from core.jsonl import iter_jsonl
 from trainer.checkpoint import (
     default_out,
@@ -44,7 +45,7 @@ from trainer.checkpoint import (
     set_generation_tokens,
 )
 from trainer.data import JSONL_SUFFIXES, expand_paths, hash_files
-from trainer.evaluate import Item, exact_match, generate, question_items, read_docs, score, wilson
+from trainer.evaluate import Item, generate, question_items, read_docs, score, wilson
 from trainer.rewards import RLVR_FUNCS, RLVR_WEIGHTS, answer_rewards, completion_text
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Answer matching lives in core.answers; re-exported here for the strategies that import it from base.
+from core.answers import is_abstention as is_abstention
+from core.answers import strip_citations as strip_citations
 from core.engine import Engine
-from core.prompts import ABSTAIN_ANSWER, Message
+from core.prompts import Message
 from core.protocols import Retriever
 from service.config import ServiceSettings
 from service.documents import DocumentStore
@@ -63,7 +66,7 @@ class Strategy(Protocol):
     def finish(self, prepared: Prepared, text: str) -> Finished: ...
 
 
-# --- text helpers shared by rag's relevance gate and support check, and by the eval's scoring ---
+# --- text helpers of rag's relevance gate and support check (answer matching itself: core.answers) ---
 
 STOPWORDS = frozenset(
     """a an the of in on at to for by with from is was were are be been being did does do what which who whom
@@ -71,7 +74,6 @@ STOPWORDS = frozenset(
     has have had will would can could about into than then so""".split()  # noqa: SIM905 (60 lines as a list)
 )
 _WORD = re.compile(r"[^\W_]+")
-_CITE = re.compile(r"\s*\[\d+\]")
 # A word, number or identifier with its inner dots, underscores, hyphens and apostrophes kept whole:
 # "asyncio.TaskGroup", "2.4x", "RISC-V", "__lazy_modules__", "Python's".
 _TOKEN = re.compile(r"\w+(?:[.\-'’]\w+)*")
@@ -161,41 +163,3 @@ def key_terms(text: str) -> list[str]:
             token for token, initial, _ in _tokens(text) if _is_number(token) or _name_word(token, initial)
         )
     )
-
-
-def strip_citations(text: str) -> str:
-    return _CITE.sub("", text).strip()
-
-
-# What small and large models say when they decline; the trained form is ABSTAIN_ANSWER. The one
-# definition of an abstention: the gateway marks answers with it, the eval scores them with it.
-ABSTENTION_PHRASES = (
-    ABSTAIN_ANSWER,
-    "the documents do not say",
-    "the passages do not say",
-    "do not contain the answer",
-    "does not contain the answer",
-    "not mentioned",
-    "no information",
-    "i don't know",
-    "i do not know",
-    "cannot answer",
-    "can't answer",
-    "unknown",
-)
-_ARTICLES = frozenset(("a", "an", "the"))
-
-
-def _bare(text: str) -> str:
-    """fold() without articles or citation markers: "Documents do not say [2]" is the trained phrase."""
-    return " " + " ".join(w for w in fold(_CITE.sub(" ", text)).split() if w not in _ARTICLES) + " "
-
-
-_PHRASES = tuple(_bare(p) for p in ABSTENTION_PHRASES)
-
-
-def is_abstention(text: str) -> bool:
-    """No answer, or one that says one of ABSTENTION_PHRASES as whole words ("Known for ..." is not
-    "unknown"); case, punctuation, articles and citation markers do not matter."""
-    bare = _bare(text)
-    return not bare.strip() or any(p in bare for p in _PHRASES)

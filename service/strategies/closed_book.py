@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from core.answers import is_abstention
 from core.prompts import closed_book_messages
 from service.protocol import StrategyName
-from service.strategies.base import Finished, Prepared, StrategyContext, is_abstention
+from service.strategies.base import Finished, Prepared, StrategyContext
 
 
 class ClosedBook:

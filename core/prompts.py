@@ -26,7 +26,8 @@ GROUNDED_SYSTEM = (
 )
 
 Message = dict[str, str]
-_CITATION = re.compile(r"\[(\d+)\]")
+# A citation of passage n: "[n]" (core.answers strips them with the same pattern).
+CITATION = re.compile(r"\[(\d+)\]")
 
 
 def passage(text: str, title: str | None = None, date: dt.date | str | None = None) -> str:
@@ -59,4 +60,4 @@ def cite(answer: str, passage: int) -> str:
 
 def citations(answer: str) -> list[int]:
     """The passage numbers an answer cites, in order."""
-    return [int(n) for n in _CITATION.findall(answer)]
+    return [int(n) for n in CITATION.findall(answer)]

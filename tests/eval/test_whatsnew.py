@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from core.answers import contains_answer, contains_phrase
 from core.prompts import ABSTAIN_ANSWER, GROUNDED_SYSTEM, cite
 from eval.__main__ import main
 from eval.contamination import check_contamination, load_questions
@@ -26,7 +27,6 @@ from eval.whatsnew import (
     WhatsNewConfig,
     extract_facts,
     generate,
-    has_phrase,
     load_pages,
     run,
 )
@@ -96,7 +96,7 @@ def test_reading_and_distractor_rows_cite_the_one_passage_that_states_the_answer
         assert answer in passages[k - 1], (question, answer)  # verbatim, as the generator asserts
         assert answer.lower() not in question.lower()
         others = [p for n, p in enumerate(passages, 1) if n != k]
-        assert not any(has_phrase(p, answer) for p in others), (question, answer)
+        assert not any(contains_phrase(p, answer) for p in others), (question, answer)
         sizes.add(len(passages))
         versions = [shown(p)["version"] for p in passages]  # every passage titled and dated
         if row["kind"] == "distractor":
@@ -128,8 +128,8 @@ def test_distractors_hold_another_value_of_the_asked_type(rows_dir: Path) -> Non
                 others = [p for n, p in enumerate(passages, 1) if n != k]
                 counts[shape][0] += sum(bool(pattern.search(p)) for p in others)
                 counts[shape][1] += len(others)
-    for shape, (typed_others, others) in counts.items():
-        assert others > 10 and typed_others / others > 0.9, (shape, typed_others, others)
+    for shape, (n_typed, n_others) in counts.items():
+        assert n_others > 10 and n_typed / n_others > 0.9, (shape, n_typed, n_others)
 
 
 def test_abstain_rows_have_passages_without_the_answer(rows_dir: Path) -> None:
@@ -141,7 +141,7 @@ def test_abstain_rows_have_passages_without_the_answer(rows_dir: Path) -> None:
         assert messages[-1] == {"role": "assistant", "content": ABSTAIN_ANSWER}
         passages, question = prompt_parts(messages)
         fact = facts[question]
-        assert passages and not any(has_phrase(p, a) for p in passages for a in fact.aliases), question
+        assert passages and not any(contains_answer(p, fact.aliases) for p in passages), question
     manifest = json.loads((rows_dir / "manifest.json").read_text())
     assert abs(manifest["counts"]["abstain_share"] - 0.15) < 0.01
 
@@ -157,7 +157,7 @@ def test_rl_rows_are_held_out_and_their_rewards_pay_the_gold_answer(rows_dir: Pa
         assert passages == row["passages"] and question not in sft_questions
         gold, answers = row["gold_passage"], row["answers"]
         assert answers[0] in passages[gold - 1]
-        assert not any(has_phrase(p, answers[0]) for n, p in enumerate(passages, 1) if n != gold)
+        assert not any(contains_answer(p, answers) for n, p in enumerate(passages, 1) if n != gold)
         completion = cite(answers[0], gold)
         assert answer_reward(completion, answers) == 1.0
         assert citation_reward(completion, answers, "grounded", passages) == 1.0

@@ -25,9 +25,9 @@ from sqlalchemy import select
 
 from bench.corpus import OUT, prepare_whatsnew
 from core.logging import setup_logging
+from core.schema import ChunkRow, DocumentRow
 from core.schemas import IngestSummary
 from core.settings import Settings
-from indexer.db import ChunkRow, DocumentRow
 from indexer.embedding import Embedder
 from indexer.pipeline import Index, embed_text
 

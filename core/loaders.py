@@ -1,10 +1,11 @@
-"""Loaders, shared by the indexer and the trainer: one file in, zero or more `SourceDocument`s out, or a
-`SkipFile` with the reason.
+"""The one document reader, shared by the indexer and the trainer (pretraining corpus, CPT documents,
+replay, the evaluator's passages): one file in, zero or more `SourceDocument`s out, or a `SkipFile` with
+the reason; `read_files` walks folders and skips a bad file with its reason.
 
-Supported: .md .markdown .txt .rst (optional YAML front matter), .html .htm (text only: markup, scripts
-and styles dropped), .pdf (pypdf), .jsonl (one document per line: `text`, optional `id`, `title`,
-`date`, `source`). Every document gets a date: front matter / jsonl field / HTML or PDF metadata, else
-the file's modification time.
+Supported (`SUPPORTED_SUFFIXES`, the one list): .md .markdown .txt .rst (optional YAML front matter,
+`split_front_matter`), .html .htm (text only: markup, scripts and styles dropped), .pdf (pypdf), .jsonl
+(one document per line: `text`, optional `id`, `title`, `date`, `source`). Every document gets a date:
+front matter / jsonl field / HTML or PDF metadata, else the file's modification time.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -90,18 +93,23 @@ def _make_doc(
     )
 
 
-def load_text(path: Path, data: bytes) -> list[SourceDocument]:
-    text = decode_text(data)
-    meta: dict[str, object] = {}
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(metadata, body) of a text with YAML front matter between `---` lines at its very top; ({}, text)
+    when it has none (or its YAML is not a mapping). Invalid YAML raises `SkipFile`."""
     m = _FRONT_MATTER.match(text)
-    if m:
-        try:
-            loaded = yaml.safe_load(m.group(1))
-        except yaml.YAMLError as e:
-            raise SkipFile(f"invalid YAML front matter: {str(e).splitlines()[0]}") from None
-        if isinstance(loaded, dict):
-            meta = loaded
-            text = text[m.end() :]
+    if not m:
+        return {}, text
+    try:
+        loaded = yaml.safe_load(m.group(1))
+    except yaml.YAMLError as e:
+        raise SkipFile(f"invalid YAML front matter: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        return {}, text
+    return loaded, text[m.end() :]
+
+
+def load_text(path: Path, data: bytes) -> list[SourceDocument]:
+    meta, text = split_front_matter(decode_text(data))
     return [_make_doc(path, text, meta.get("title"), meta.get("date"), meta.get("source"))]
 
 
@@ -208,3 +216,29 @@ def iter_files(root: Path) -> list[Path]:
             continue
         files.append(p)
     return sorted(files)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """One file's documents, or none and the reason it was skipped."""
+
+    path: Path
+    documents: list[SourceDocument]
+    skipped: str | None = None
+
+
+def read_files(paths: Iterable[Path]) -> Iterator[FileRead]:
+    """Each file under `paths` (a folder walked by `iter_files`, or a file), loaded by `load_file`, in
+    order. A file that cannot be read comes back with the reason (and a warning in the log); a path that
+    does not exist is a ValueError."""
+    for root in map(Path, paths):
+        if not root.exists():
+            raise ValueError(f"{root} does not exist")
+        for f in iter_files(root):
+            try:
+                docs = load_file(f, f.read_bytes())
+            except (SkipFile, OSError) as e:
+                log.warning("skip %s: %s", f, e)
+                yield FileRead(f, [], str(e))
+            else:
+                yield FileRead(f, docs)

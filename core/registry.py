@@ -1,4 +1,4 @@
-"""The checkpoint registry: one table that lists every checkpoint by phase and tag.
+"""The checkpoint registry: the `checkpoints` table (`core.schema`) lists every checkpoint by phase and tag.
 
 The trainer registers each checkpoint it writes (`python -m trainer list` reads them back); the service can
 ask for the latest checkpoint of a phase. The checkpoint directory itself (with its `lineage.json`) is the
@@ -14,33 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, UniqueConstraint, create_engine, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.engine.url import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import select
+
+from core.schema import CheckpointRow, session_factory
 
 PHASES = ("tokenizer", "base", "sft", "reward", "rl", "cpt", "merged", "import")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class CheckpointRow(Base):
-    __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("phase", "tag", name="uq_checkpoints_phase_tag"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tag: Mapped[str] = mapped_column(String(256), index=True)
-    phase: Mapped[str] = mapped_column(String(32), index=True)
-    path: Mapped[str] = mapped_column(String(2048))
-    parent: Mapped[str | None] = mapped_column(String(2048), nullable=True, comment="parent checkpoint path")
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 @dataclass(frozen=True)
@@ -65,17 +46,6 @@ class CheckpointEntry:
         return out
 
 
-@lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        # The default database lives under KC_HOME, which may not exist yet on a fresh machine.
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    return engine
-
-
 def register_checkpoint(
     url: str,
     *,
@@ -92,7 +62,7 @@ def register_checkpoint(
     if not tag or "/" in tag:
         raise ValueError(f"checkpoint tag {tag!r} must be non-empty and contain no '/'")
     when = created_at or dt.datetime.now(dt.UTC)
-    with Session(_engine(url), expire_on_commit=False) as session, session.begin():
+    with session_factory(url)() as session, session.begin():
         row = session.scalar(
             select(CheckpointRow).where(CheckpointRow.phase == phase, CheckpointRow.tag == tag)
         )
@@ -112,7 +82,7 @@ def list_checkpoints(url: str, phase: str | None = None) -> list[CheckpointEntry
     query = select(CheckpointRow).order_by(CheckpointRow.created_at.desc(), CheckpointRow.id.desc())
     if phase is not None:
         query = query.where(CheckpointRow.phase == phase)
-    with Session(_engine(url)) as session:
+    with session_factory(url)() as session:
         return [CheckpointEntry.from_row(r) for r in session.scalars(query)]
 
 
@@ -128,6 +98,6 @@ def find_checkpoint(url: str, tag: str, phase: str | None = None) -> CheckpointE
     if phase is not None:
         query = query.where(CheckpointRow.phase == phase)
     query = query.order_by(CheckpointRow.created_at.desc())
-    with Session(_engine(url)) as session:
+    with session_factory(url)() as session:
         row = session.scalars(query).first()
         return CheckpointEntry.from_row(row) if row else None

@@ -100,7 +100,7 @@ def index_facts(settings: Settings) -> dict[str, Any]:
     """The local index's state (version, embedder, chunking) and the sources it holds; {} without one."""
     from sqlalchemy import select
 
-    from indexer.db import DocumentRow, session_factory
+    from core.schema import DocumentRow, session_factory
     from indexer.pipeline import read_state
 
     try:

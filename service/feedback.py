@@ -11,8 +11,7 @@ import datetime as dt
 
 from sqlalchemy.orm import sessionmaker
 
-from core.feedback import Base, FeedbackRow
-from indexer.db import get_engine
+from core.schema import Base, FeedbackRow, get_engine
 from service.protocol import PreferenceFeedback, RatingFeedback
 
 

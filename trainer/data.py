@@ -1,8 +1,10 @@
 """Pretraining data: read documents and chat rows, drop exact and near duplicates (with a report), hold
 out a split, tokenize and pack into fixed-length windows that batches are drawn from by step number.
 
-Documents are `.md` (front matter stripped: the body is the text), `.txt`, or `.jsonl` rows with a
-`text` field; chat rows are `.jsonl` rows with `messages`, rendered with the chat template. Near-duplicate
+Documents are read by `core.loaders`, exactly as the indexer reads them (every suffix it supports but
+.jsonl: .md/.markdown/.txt/.rst with the front matter stripped, .html, .pdf; a file it cannot read is
+skipped with the reason logged), or are `.jsonl` rows with a `text` field; chat rows are `.jsonl` rows
+with `messages`, rendered with the chat template. Near-duplicate
 removal (MinHash over word n-grams, verified by exact Jaccard) applies to documents only: chat rows of
 grounded QA share their passages on purpose and differ in the question, so they are only deduplicated
 exactly.
@@ -17,7 +19,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,12 +27,12 @@ from typing import Any, Literal
 import numpy as np
 
 from core.jsonl import iter_jsonl
+from core.loaders import SUPPORTED_SUFFIXES, iter_files, read_files
 from trainer.tokenizer import IM_END, IM_START, render_chat
 
 logger = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = (".md", ".markdown", ".txt")
-JSONL_SUFFIXES = (".jsonl",)
+JSONL_SUFFIXES = (".jsonl",)  # training rows (chat or document), read here; every other suffix: core
 Kind = Literal["doc", "chat"]
 
 
@@ -41,21 +43,16 @@ class Record:
     kind: Kind
 
 
-def expand_paths(
-    paths: Sequence[Path], suffixes: tuple[str, ...] = TEXT_SUFFIXES + JSONL_SUFFIXES
-) -> list[Path]:
-    """Files under `paths` (folders walked recursively) with a known suffix, sorted; error when none."""
+def expand_paths(paths: Sequence[Path], suffixes: Collection[str] = SUPPORTED_SUFFIXES) -> list[Path]:
+    """Files under `paths` (folders walked as the indexer walks them: recursively, sorted, hidden files
+    and folders skipped) with a known suffix, and files named outright; error when none."""
     files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files.extend(f for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in suffixes)
-        elif p.is_file():
-            files.append(p)
-        else:
+    for p in map(Path, paths):
+        if not p.exists():
             raise ValueError(f"{p} does not exist")
+        files.extend(f for f in iter_files(p) if f == p or f.suffix.lower() in suffixes)
     if not files:
-        raise ValueError(f"no {'/'.join(suffixes)} files under {', '.join(map(str, paths))}")
+        raise ValueError(f"no {'/'.join(sorted(suffixes))} files under {', '.join(map(str, paths))}")
     return files
 
 
@@ -68,20 +65,15 @@ def hash_files(files: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
-def strip_front_matter(text: str) -> str:
-    if text.startswith("---"):
-        parts = text.split("\n---", 1)
-        if len(parts) >= 2:
-            body = parts[1].split("\n", 1)
-            return body[1] if len(body) > 1 else ""
-    return text
-
-
 def read_records(files: Sequence[Path]) -> list[Record]:
-    """Documents and chat rows from files; a jsonl row with neither `messages` nor `text` is an error."""
+    """Documents and chat rows from files, in order: .jsonl rows are training rows (a row with neither
+    `messages` nor `text` is an error); every other file gives the documents `core.loaders` reads from it
+    (the indexer's), each with the file's name as its id, or nothing when it is skipped."""
+    rows = {f for f in files if f.suffix.lower() in JSONL_SUFFIXES}
+    docs = {r.path: r.documents for r in read_files(f for f in files if f not in rows)}
     records: list[Record] = []
     for f in files:
-        if f.suffix.lower() in JSONL_SUFFIXES:
+        if f in rows:
             for n, row in iter_jsonl(f):
                 rid = f"{f.name}:{n}"
                 if isinstance(row, dict) and isinstance(row.get("messages"), list):
@@ -91,9 +83,7 @@ def read_records(files: Sequence[Path]) -> list[Record]:
                 else:
                     raise ValueError(f"{f}:{n}: a row needs `messages` (chat) or `text` (document)")
         else:
-            text = strip_front_matter(f.read_text(encoding="utf-8")).strip()
-            if text:
-                records.append(Record(f.name, text, "doc"))
+            records.extend(Record(f.name, d.text, "doc") for d in docs[f])
     return records
 
 
@@ -147,7 +137,8 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def _normalise(text: str) -> str:
+def _dedup_key(text: str) -> str:
+    """Exact-duplicate key of a text: case and whitespace folded (not answer matching: core.answers)."""
     return " ".join(text.lower().split())
 
 
@@ -169,7 +160,7 @@ def dedup(
     kept_shingles: dict[int, set[str]] = {}
     rows = num_perm // bands
     for rec in records:
-        key = hashlib.sha256(_normalise(rec.text).encode()).hexdigest()
+        key = hashlib.sha256(_dedup_key(rec.text).encode()).hexdigest()
         if key in seen:
             report.exact_dropped += 1
             continue

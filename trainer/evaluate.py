@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.answers import exact_match
+from core.loaders import read_files
 from core.prompts import Message, citations, closed_book_messages, grounded_messages
-from trainer.data import expand_paths, strip_front_matter
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,15 @@ class Item:
 
 
 def read_docs(folder: Path) -> dict[str, str]:
-    """Document bodies by their front-matter `source` id (the file stem when there is none)."""
+    """Document bodies (whitespace collapsed), read as the indexer reads the folder (`core.loaders`), by
+    their `source` id (front matter or jsonl field; else the file stem, with `#id` for a jsonl row)."""
     docs: dict[str, str] = {}
-    for f in expand_paths([folder], (".md", ".markdown", ".txt")):
-        raw = f.read_text(encoding="utf-8")
-        m = re.search(r"^source:\s*\"?([^\"\n]+)\"?\s*$", raw.split("\n---", 1)[0], re.M)
-        docs[m.group(1).strip() if m else f.stem] = " ".join(strip_front_matter(raw).split())
+    for read in read_files([folder]):
+        for d in read.documents:
+            key = d.source if d.source != d.uri else Path(d.path).stem + d.uri[len(d.path) :]
+            docs[key] = " ".join(d.text.split())
+    if not docs:
+        raise ValueError(f"no documents under {folder}")
     return docs
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.loaders import FileRead, read_files, split_front_matter
 from indexer.loaders import SkipFile, iter_files, load_file, parse_date
 
 
@@ -135,3 +136,39 @@ def test_iter_files_sorted_and_skips_hidden(tmp_path: Path) -> None:
     (tmp_path / ".hidden.md").write_text("x")
     assert [p.relative_to(tmp_path).as_posix() for p in iter_files(tmp_path)] == ["b.md", "sub/a.md"]
     assert iter_files(tmp_path / "b.md") == [tmp_path / "b.md"]
+
+
+def test_split_front_matter() -> None:
+    meta, body = split_front_matter('---\ntitle: "T"\nsource: pre-0001\n---\nBody.\n')
+    assert meta == {"title": "T", "source": "pre-0001"} and body == "Body.\n"
+    assert split_front_matter("No front matter.\n---\n") == ({}, "No front matter.\n---\n")
+    assert split_front_matter("---\n- a list\n---\nBody") == ({}, "---\n- a list\n---\nBody")
+    with pytest.raises(SkipFile, match="invalid YAML front matter"):
+        split_front_matter("---\ntitle: [unclosed\n---\nbody")
+
+
+def test_read_files_walks_folders_and_skips_a_bad_file_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("---\ntitle: A\nsource: s-a\n---\nAlpha.\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.rst").write_text("Beta\n====\n\nBeta text.\n")
+    (tmp_path / "bad.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / ".hidden.md").write_text("hidden")
+    single = tmp_path.parent / f"{tmp_path.name}-single.txt"
+    single.write_text("Gamma.")
+    reads = list(read_files([tmp_path, single]))
+    assert [r.path for r in reads] == [
+        tmp_path / "a.md",
+        tmp_path / "bad.txt",
+        tmp_path / "sub" / "b.rst",
+        single,
+    ]
+    assert [[d.text for d in r.documents] for r in reads] == [
+        ["Alpha."],
+        [],
+        ["Beta\n====\n\nBeta text."],
+        ["Gamma."],
+    ]
+    assert reads[0].documents[0].source == "s-a" and reads[0].skipped is None
+    assert reads[1] == FileRead(tmp_path / "bad.txt", [], "not valid UTF-8 at byte 3")
+    with pytest.raises(ValueError, match="does not exist"):
+        list(read_files([tmp_path / "missing"]))

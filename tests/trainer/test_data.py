@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
+from core.schema import ChunkRow, DocumentRow, session_factory
+from core.settings import Settings
+from indexer.embedding import Embedder
+from indexer.pipeline import Index
 from trainer.data import (
     Record,
     Windows,
@@ -23,6 +28,7 @@ from trainer.data import (
     tokenize,
     unigram_entropy,
 )
+from trainer.evaluate import read_docs
 
 
 def test_read_world_documents_and_chat_rows(nano_world: Path) -> None:
@@ -45,6 +51,51 @@ def test_bad_inputs(tmp_path: Path) -> None:
     bad.write_text("not json\n")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_records([bad])
+
+
+def test_the_trainer_reads_a_folder_as_the_indexer_does(
+    tmp_path: Path,
+    settings: Settings,
+    embedder: Embedder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pretraining, CPT replay and the evaluator's passages read a folder with the indexer's reader: the
+    same files, the same documents (front matter stripped, .rst read), the same bad file skipped."""
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.md").write_text(
+        '---\ntitle: "Kelvor"\ndate: 2025-03-14\nsource: post-0007\n---\nKelvor moved.\n'
+    )
+    (folder / "sub" / "b.rst").write_text("Arden\n=====\n\nThe population of Arden is 412,000.\n")
+    (folder / "c.txt").write_text("  The Zephyr 9 drone launched.  \n")
+    (folder / "bad.md").write_bytes("---\ntitle: x\n---\ncafé".encode("latin-1"))
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n")
+    (folder / ".hidden.md").write_text("never read")
+
+    with caplog.at_level("WARNING"):
+        records = read_records(expand_paths([folder]))
+    trained = {r.id: r.text for r in records}
+    assert trained == {
+        "a.md": "Kelvor moved.",
+        "c.txt": "The Zephyr 9 drone launched.",
+        "b.rst": "Arden\n=====\n\nThe population of Arden is 412,000.",
+    }
+    assert "bad.md: not valid UTF-8" in caplog.text
+
+    summary = Index(settings, embedder=embedder).ingest(folder)
+    assert {Path(f.path).name for f in summary.skipped_files} == {"bad.md", "image.png"}
+    with session_factory(settings.resolved_database_url)() as session:
+        indexed = {Path(row.path).name: row for row in session.scalars(select(DocumentRow))}
+        assert set(indexed) == set(trained)
+        for name, row in indexed.items():
+            assert row.bytes == len(trained[name].encode())
+            chunks = session.scalars(select(ChunkRow).where(ChunkRow.doc_id == row.id)).all()
+            assert chunks and all(trained[name][c.start : c.end] == c.text for c in chunks)
+    assert read_docs(folder) == {
+        "post-0007": "Kelvor moved.",
+        "c": "The Zephyr 9 drone launched.",
+        "b": "Arden ===== The population of Arden is 412,000.",
+    }
 
 
 def test_hash_changes_with_content(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ import threading
 
 from sqlalchemy import func, select
 
+from core.protocols import Retrieval
+from core.schema import ChunkRow, DocumentRow, session_factory
 from core.schemas import IndexStats, SearchHit, SearchMode
 from core.settings import Settings
-from indexer.db import ChunkRow, DocumentRow, session_factory
 from indexer.embedding import Embedder
 from indexer.pipeline import check_config, generation_dir, read_state
 from indexer.stores import DenseStore, LexicalStore
@@ -56,10 +57,13 @@ class IndexRetriever:
             check_config(state, self.settings)
             return state.version if state else 0
 
-    def _stores(self) -> tuple[DenseStore | None, LexicalStore | None]:
+    def _stores(self, version: int | None = None) -> tuple[int, DenseStore | None, LexicalStore | None]:
+        """The version searched and its stores. A `version` the caller read is trusted while it is the
+        one loaded; otherwise the index state is read (one query) and a newer generation loaded."""
         with self._lock:
             for attempt in range(3):
-                version = self.version
+                if version is None or version != self._loaded or attempt:
+                    version = self.version
                 if version == self._loaded:
                     break
                 try:
@@ -69,7 +73,7 @@ class IndexRetriever:
                     # An ingest committed twice while we read and dropped this generation: read again.
                     if attempt == 2:
                         raise
-            return self._dense, self._lexical
+            return self._loaded, self._dense, self._lexical
 
     def _load(self, version: int) -> None:
         if version == 0:
@@ -82,15 +86,23 @@ class IndexRetriever:
         self._loaded = version
 
     def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid") -> list[SearchHit]:
+        return self.retrieve(query, k, mode).hits
+
+    def retrieve(
+        self, query: str, k: int = 5, mode: SearchMode = "hybrid", *, version: int | None = None
+    ) -> Retrieval:
+        """The top k in `mode`, the dense cosine of each hit the dense half ranked and the version searched,
+        from one read of the index state (none when `version` is the one loaded) and one query for the
+        text. Hybrid fuses the top `candidates` (at least k) of both halves by reciprocal rank."""
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not query.strip():
             raise ValueError("the query is empty")
-        dense, lexical = self._stores()
+        version, dense, lexical = self._stores(version)
         if dense is None or lexical is None:
-            return []
+            return Retrieval([], {}, version)
         n = max(self.candidates, k)
         dense_hits: list[tuple[int, float]] = []
         lexical_hits: list[tuple[int, float]] = []
@@ -105,13 +117,19 @@ class IndexRetriever:
             ranked = lexical_hits
         else:
             ranked = reciprocal_rank_fusion([[i for i, _ in dense_hits], [i for i, _ in lexical_hits]])
-        return self._hydrate(ranked, k, mode)
+        hits = self._hydrate(ranked, k, mode)
+        cosine = dict(dense_hits)
+        return Retrieval(
+            hits, {h.chunk_id: cosine[h.chunk_id] for h in hits if h.chunk_id in cosine}, version
+        )
 
     def _hydrate(self, ranked: list[tuple[int, float]], k: int, mode: SearchMode) -> list[SearchHit]:
         """Attach text and citation metadata. Ids the database no longer has are dropped: the database
         is the source of truth, so deleted text never comes back even from a stale store."""
         head = ranked[: k * 2]
         ids = [cid for cid, _ in head]
+        if not ids:
+            return []
         with self.sessions() as session:
             rows = session.execute(
                 select(ChunkRow, DocumentRow).join(DocumentRow).where(ChunkRow.id.in_(ids))
@@ -148,7 +166,7 @@ class IndexRetriever:
                 select(func.count(DocumentRow.id), func.min(DocumentRow.date), func.max(DocumentRow.date))
             ).one()
             chunks = session.scalar(select(func.count(ChunkRow.id))) or 0
-        dense, _ = self._stores()
+        _, dense, _ = self._stores()
         return IndexStats(
             documents=docs,
             chunks=chunks,

@@ -46,16 +46,12 @@ async def ask(
             if isinstance(answer, Answer):
                 metrics.record_answer(answer)
         return result
-    stream = await strategies.start(body.strategy, body.question, max_tokens=max_tokens, k=body.k)
     if not body.stream:
-        try:
-            async for _ in stream:
-                pass
-        finally:
-            await stream.aclose()
-        metrics.record_answer(stream.answer)
-        return stream.answer
+        answer = await strategies.answer(body.strategy, body.question, max_tokens=max_tokens, k=body.k)
+        metrics.record_answer(answer)
+        return answer
 
+    stream = await strategies.start(body.strategy, body.question, max_tokens=max_tokens, k=body.k)
     p = stream.prepared
     sources = {
         "strategy": p.strategy,
@@ -72,8 +68,9 @@ async def ask(
             yield event("sources", json.dumps(sources))
             async for piece in stream:
                 yield event("token", json.dumps({"text": piece}))
-            metrics.record_answer(stream.answer)
-            yield event("answer", stream.answer.model_dump_json())
+            answer = stream.answer
+            metrics.record_answer(answer)
+            yield event("answer", answer.model_dump_json())
         except APIError as e:
             yield event("error", json.dumps(e.body()))
         finally:

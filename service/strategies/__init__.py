@@ -104,6 +104,16 @@ class AnswerStream:
             model_text=done.model_text,
         )
 
+    async def result(self) -> Answer:
+        """Read the stream to its end without showing it and return the answer: the one drain loop, behind
+        `Strategies.answer` (/ask without `stream`, and every answer of `compare`)."""
+        try:
+            async for _ in self:
+                pass
+        finally:
+            await self.aclose()
+        return self.answer
+
     async def aclose(self) -> None:
         """Cancel the generation if nobody reads it to the end (e.g. the client went away)."""
         if self.generation is not None:
@@ -180,13 +190,9 @@ class Strategies:
         model: str | None = None,
         k: int | None = None,
     ) -> Answer:
+        """`start`, then the whole answer (what /ask without `stream` returns)."""
         stream = await self.start(name, question, max_tokens=max_tokens, model=model, k=k)
-        try:
-            async for _ in stream:
-                pass
-        finally:
-            await stream.aclose()
-        return stream.answer
+        return await stream.result()
 
     async def compare(self, question: str, *, max_tokens: int, k: int | None = None) -> CompareResponse:
         """Every strategy on the same question, side by side (one failing does not fail the others)."""

@@ -1,5 +1,10 @@
 """rag: hybrid retrieval, a grounded prompt with numbered passages, an answer that cites them.
 
+Its passages are the retriever's mode="hybrid" ranking, the one fusion of the dense and BM25 top 50s
+(`Retriever.retrieve`, which also gives each hit's dense cosine for the gate and the index version it
+read): one read of the index state and one query for the passages per question, plus one query for each
+missing name the gate looks up.
+
 Small models do not abstain by themselves once any passage is in the prompt, so two mechanisms decide
 for them:
 
@@ -28,8 +33,9 @@ Measured with `bench/gates.py` (no language model; the default KC_RAG_MIN_SCORE=
   no `unanswerable` one does (0/30), 19 of 100 `retained` do (facts the index does not hold, about
   entities it mentions) and are left to the support check;
 - the 79 questions of data/python-docs/questions.jsonl over the 3.14/3.15 pages: `new` 53/53 pass (the
-  old rule, every capitalised word in one passage, 52: it stopped the Larry Hastings question), 11/16
-  `retained` (old 14: "Python 3.8/3.10/3.11", which no passage names, now stop), `unanswerable` 7/10
+  old rule, every capitalised word in one passage, 52: it stopped the Larry Hastings question), 10/16
+  `retained` (old 14: "Python 3.8/3.10/3.11/3.12", which no retrieved passage names, now stop; 3.12 since
+  rag's ranking became mode="hybrid"'s, issue 21), `unanswerable` 7/10
   (old 7; the three stopped name PEP 505, a GPU, RISC-V; the rest ask about a codename or a mascot of a
   version the pages cover, which only the support check or the model can refuse);
 - support on ten hand-made answers from those pages: all ten verdicts right (old share of words: five;
@@ -44,8 +50,8 @@ import re
 import time
 
 from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages, passage
+from core.protocols import Retrieval
 from core.schemas import SearchHit
-from indexer.retriever import reciprocal_rank_fusion
 from service.protocol import Citation, StrategyName
 from service.strategies.base import (
     Finished,
@@ -113,21 +119,9 @@ class Rag:
     def __init__(self, ctx: StrategyContext) -> None:
         self.ctx = ctx
 
-    def retrieve(self, question: str, k: int) -> tuple[list[SearchHit], dict[int, float], int]:
-        """Hybrid search done as its two halves, so that the dense cosines are known for the gate: the
-        same work as mode="hybrid" (one query embedding), fused by the indexer's reciprocal-rank fusion."""
-        r = self.ctx.retriever
-        version = r.version
-        if version == 0:
-            return [], {}, 0
-        dense = r.search(question, 2 * k, "dense")
-        lexical = r.search(question, 2 * k, "bm25")
-        by_id = {h.chunk_id: h for h in (*lexical, *dense)}
-        fused = reciprocal_rank_fusion([[h.chunk_id for h in dense], [h.chunk_id for h in lexical]])
-        hits = [
-            by_id[cid].model_copy(update={"score": round(s, 6), "mode": "hybrid"}) for cid, s in fused[:k]
-        ]
-        return hits, {h.chunk_id: h.score for h in dense}, version
+    def retrieve(self, question: str, k: int) -> Retrieval:
+        """The retriever's hybrid search, which is rag's ranking; the cosines it carries feed the gate."""
+        return self.ctx.retriever.retrieve(question, k, "hybrid")
 
     def gate(
         self, question: str, hits: list[SearchHit], cosines: dict[int, float], version: int
@@ -149,7 +143,7 @@ class Rag:
             missing = [n for n in wanted if not set(n) <= best]
             if 2 * len(missing) > len(wanted):
                 return f"no retrieved passage mentions {', '.join(' '.join(n) for n in missing)}"
-            unknown = [n for n in missing if not self.known(n)]
+            unknown = [n for n in missing if not self.known(n, version)]
             if unknown:
                 return f"the index never mentions {', '.join(' '.join(n) for n in unknown)}"
         score = max(relevance(question, h.text, cosines.get(h.chunk_id, 0.0)) for h in hits)
@@ -160,13 +154,15 @@ class Rag:
             )
         return None
 
-    def known(self, name: tuple[str, ...]) -> bool:
-        """Whether some passage of the index holds every word of the name: a lexical search for it, so
-        that an author named in the paragraph before the answer's passage still counts as known."""
-        hits = self.ctx.retriever.search(" ".join(name), KNOWN_K, "bm25")
+    def known(self, name: tuple[str, ...], version: int) -> bool:
+        """Whether some passage of the index holds every word of the name: a lexical search for it (in
+        the version the question was searched in), so that an author named in the paragraph before the
+        answer's passage still counts as known."""
+        hits = self.ctx.retriever.retrieve(" ".join(name), KNOWN_K, "bm25", version=version).hits
         return any(set(name) <= set(content_words(f"{h.title} {h.text}")) for h in hits)
 
     def retrieve_and_gate(self, question: str, k: int) -> tuple[list[SearchHit], int, str | None]:
+        """One read of the index state and one query for the passages (known names add one each)."""
         hits, cosines, version = self.retrieve(question, k)
         return hits, version, self.gate(question, hits, cosines, version)
 

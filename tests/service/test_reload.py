@@ -10,6 +10,7 @@ import anyio
 import pytest
 from gateway_support import running_app
 
+from core.protocols import Retrieval
 from core.registry import register_checkpoint
 from core.schemas import SearchHit, SearchMode
 from service.app import create_app
@@ -26,6 +27,11 @@ class NoIndex:
 
     def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid") -> list[SearchHit]:
         return []
+
+    def retrieve(
+        self, query: str, k: int = 5, mode: SearchMode = "hybrid", *, version: int | None = None
+    ) -> Retrieval:
+        return Retrieval([], {}, 0)
 
 
 def _as_phase(src: Path, dst: Path, phase: str, tag: str) -> Path:

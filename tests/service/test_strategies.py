@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from gateway_support import DOCS, make_app
+from sqlalchemy import event
 
 from core.prompts import ABSTAIN_ANSWER, grounded_messages
+from core.protocols import Retrieval
 from service.config import ServiceSettings
 from service.protocol import Citation
 from service.strategies import Prepared, StrategyContext
@@ -54,6 +57,27 @@ def test_rag_retrieves_numbered_passages_and_checks_support(client: TestClient) 
         assert {c["n"] for c in a["citations"]} <= {s["n"] for s in a["sources"]}
 
 
+def test_rag_ranks_as_hybrid_search_from_one_read_of_the_index(client: TestClient) -> None:
+    """rag's passages are `search(mode="hybrid")`'s, and one /ask reads the index state once and the
+    chunks once (issue 21: three state reads and two chunk queries, over a ranking of its own)."""
+    retriever = client.app.state.retriever  # type: ignore[attr-defined]
+    ask(client, question=QUESTION, strategy="rag", max_tokens=2, k=3)  # index loaded
+    counts: Counter[str] = Counter()
+
+    def count(*args: Any) -> None:
+        counts["index_state" if "index_state" in args[2] else "chunks"] += 1
+
+    engine = retriever.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        a = ask(client, question=QUESTION, strategy="rag", max_tokens=2, k=3)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert counts == {"index_state": 1, "chunks": 1}
+    hybrid = retriever.search(QUESTION, 3, "hybrid")
+    assert [(s["chunk_id"], s["score"]) for s in a["sources"]] == [(h.chunk_id, h.score) for h in hybrid]
+
+
 def test_rag_abstains_without_generating_when_nothing_relevant(client: TestClient) -> None:
     a = ask(client, question="In which city was Krorn Sasben born?", strategy="rag")
     assert a["abstained"] and a["text"] == ABSTAIN_ANSWER
@@ -80,9 +104,10 @@ class IndexOf:
     def __init__(self, *texts: str) -> None:
         self.texts = texts
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+    def retrieve(self, query: str, k: int = 5, mode: str = "hybrid", *, version: int | None = None) -> Any:
         words = set(query.lower().split())
-        return [Hit("page", t) for t in self.texts if words & set(t.lower().split())][:k]
+        hits = [Hit("page", t) for t in self.texts if words & set(t.lower().split())][:k]
+        return Retrieval(hits, {}, 1)  # type: ignore[arg-type]
 
 
 def _rag(settings: ServiceSettings, retriever: Any = None) -> tuple[Rag, Prepared]:

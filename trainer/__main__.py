@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 
 from core.configs import add_config_args, config_from_args, to_jsonable
 from core.logging import setup_logging
-from core.registry import PHASES, latest, list_checkpoints, register_checkpoint
+from core.registry import PHASES, latest, list_checkpoints
 from core.settings import Settings
 from trainer.evaluate import EvalConfig
 from trainer.loop import LoopConfig
@@ -86,43 +86,11 @@ def add_tokenizer_parser(sub: Any) -> None:
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
-    from trainer.checkpoint import code_version, default_out, write_json_atomic
-    from trainer.data import expand_paths, hash_files, read_records
-    from trainer.tokenizer import tokenizer_texts, train_tokenizer
+    from trainer.tokenizer import run_tokenizer
 
-    files = expand_paths(args.corpus)
-    data_sha256 = hash_files(files)
-    tag = args.tag or f"bpe{args.vocab_size}-{data_sha256[:8]}"
-    out = (args.out or default_out("tokenizer", tag)).expanduser()
-    tok = train_tokenizer(
-        tokenizer_texts(r.text for r in read_records(files)), args.vocab_size, args.min_frequency
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out))
-    metrics = {"vocab_size": len(tok)}
-    lineage: dict[str, Any] = {
-        "phase": "tokenizer",
-        "tag": tag,
-        "parent": None,
-        "data_sha256": data_sha256,
-        "config": {
-            "corpus": [str(c) for c in args.corpus],
-            "vocab_size": args.vocab_size,
-            "min_frequency": args.min_frequency,
-        },
-        "metrics": metrics,
-        "code_version": code_version(),
-    }
-    write_json_atomic(out / "lineage.json", lineage)
-    register_checkpoint(
-        Settings().resolved_database_url,
-        tag=tag,
-        phase="tokenizer",
-        path=out.resolve(),
-        metrics=metrics,
-    )
-    summary = {"out": str(out), "tag": tag, "vocab_size": len(tok), "files": len(files)}
-    _emit(summary, args.json, f"tokenizer {tag}: {len(tok)} tokens from {len(files)} files -> {out}")
+    summary = run_tokenizer(args.corpus, args.vocab_size, args.min_frequency, out=args.out, tag=args.tag)
+    human = f"tokenizer {summary['tag']}: {summary['vocab_size']} tokens from {summary['files']} files"
+    _emit(summary, args.json, f"{human} -> {summary['out']}")
     return EXIT_OK
 
 

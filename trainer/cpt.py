@@ -30,32 +30,27 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from core.configs import to_jsonable
-from core.loaders import SkipFile, iter_files, load_file
 from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
+from trainer.cpt_data import build_mixture, read_documents
 from trainer.data import (
     Record,
-    Windows,
     assistant_labels,
     dedup,
     expand_paths,
     hash_files,
-    pack,
     read_records,
     split_heldout,
 )
 from trainer.data import tokenize as tokenize_records
+from trainer.hf import lora_alpha_field, out_field, parent_field, peft_lora, tag_field, threads_field
 from trainer.loop import STATE_FILE, LoopConfig, Pool, TrainLoop, dist_from_env
 from trainer.paraphrase import PARAPHRASERS, paraphrase_documents
-from trainer.sft import LORA_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +63,7 @@ FALLBACK_LR = 1e-4  # a parent without lineage (an imported model): a real model
 class CPTConfig:
     """What `python -m trainer cpt` trains, on what (optimisation: `LoopConfig`)."""
 
-    from_: str = field(
-        default="",
-        metadata={"flag": "from", "required": True, "metavar": "CKPT",
-                  "help": "checkpoint to continue: a directory (any HF causal LM) or a registered tag"},
-    )  # fmt: skip
+    from_: str = parent_field("checkpoint to continue: a directory (any HF causal LM) or a registered tag")
     docs: list[Path] = field(
         default_factory=list,
         metadata={"help": "new documents: folders or files the indexer reads (md/txt/rst/html/pdf/jsonl)",
@@ -103,9 +94,7 @@ class CPTConfig:
     )  # fmt: skip
     paraphrase_model: str = field(default="keepcurrent", metadata={"help": "--paraphraser model: model name"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
-    lora_alpha: int | None = field(
-        default=None, metadata={"help": "LoRA alpha (default: 2 x rank)", "type": int}
-    )
+    lora_alpha: int | None = lora_alpha_field()
     seq_len: int | None = field(
         default=None, metadata={"help": "tokens per window (default: the parent's)", "type": int}
     )
@@ -116,18 +105,10 @@ class CPTConfig:
     near_dup_threshold: float = field(
         default=0.8, metadata={"help": "drop new documents with word 5-gram Jaccard >= this (1: exact only)"}
     )
-    out: Path | None = field(
-        default=None,
-        metadata={"help": "checkpoint directory (default: $KC_HOME/checkpoints/cpt/<tag>)", "type": Path},
-    )
-    tag: str | None = field(
-        default=None, metadata={"help": "checkpoint tag (default: <parent tag>-cpt-<data+knobs hash>)",
-                                "type": str},
-    )  # fmt: skip
+    out: Path | None = out_field("cpt")  # noqa: RUF009 (a field(), not a shared default)
+    tag: str | None = tag_field("<parent tag>-cpt-<data+knobs hash>")
     seed: int = field(default=0, metadata={"help": "seed of the mixture order and the rephrasings"})
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch (default: all cores)", "type": int}
-    )
+    threads: int | None = threads_field("CPU threads for torch (default: all cores)")
     resume: bool = field(default=False, metadata={"help": "continue from the run's last saved state"})
 
     def __post_init__(self) -> None:
@@ -164,30 +145,6 @@ class CPTConfig:
 # -- data --------------------------------------------------------------------------------------------
 
 
-def read_documents(paths: list[Path]) -> tuple[list[Record], list[Path], list[str]]:
-    """Documents under `paths` as the indexer reads them: (records, files read, "file: reason" skipped)."""
-    records: list[Record] = []
-    files: list[Path] = []
-    skipped: list[str] = []
-    for root in paths:
-        if not root.exists():
-            raise ValueError(f"--docs {root} does not exist")
-        for f in iter_files(root):
-            try:
-                docs = load_file(f, f.read_bytes())
-            except SkipFile as e:
-                skipped.append(f"{f}: {e}")
-                continue
-            files.append(f)
-            records.extend(Record(d.uri, d.text, "doc") for d in docs)
-    if not records:
-        why = f" ({len(skipped)} files skipped, e.g. {skipped[0]})" if skipped else ""
-        raise ValueError(f"no documents to train on under {', '.join(map(str, paths))}{why}")
-    for reason in skipped[:5]:
-        logger.info("skipped %s", reason)
-    return records, files, skipped
-
-
 def lineage_chain(path: Path, depth: int = 6) -> list[dict[str, Any]]:
     """The checkpoint's lineage, then its parent's, and so on (for settings an SFT parent does not carry)."""
     chain: list[dict[str, Any]] = []
@@ -211,102 +168,6 @@ def inherited(chain: list[dict[str, Any]], *keys: str) -> Any:
         if value is not None:
             return value
     return None
-
-
-class MixtureWindows(Windows):
-    """Windows in an order laid out in advance (the CPT mixture), read straight through, not reshuffled."""
-
-    def __init__(self, input_ids: Any, labels: Any, order: np.ndarray) -> None:
-        super().__init__(input_ids, labels)
-        self.order = order
-
-    def indices(self, start: int, count: int) -> np.ndarray:
-        return self.order[np.arange(start, start + count) % len(self.order)]
-
-
-def mixture_order(
-    n_new: int, n_replay: int, total: int, replay: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """`total` window indices into [new windows..., replay windows...]: floor(total x replay) replay windows
-    evenly spaced, the rest new ones; each source is read in a fresh shuffled order per pass.
-
-    Returns (order, is_replay)."""
-    positions = np.arange(total)
-    is_replay = np.floor((positions + 1) * replay) > np.floor(positions * replay)
-    if n_replay == 0:
-        is_replay[:] = False
-    rng = np.random.default_rng(seed)
-
-    def stream(n: int, count: int) -> np.ndarray:
-        passes = math.ceil(count / n) if n else 0
-        return np.concatenate([rng.permutation(n) for _ in range(passes)] or [np.zeros(0, np.int64)])[:count]
-
-    order = np.empty(total, dtype=np.int64)
-    order[~is_replay] = stream(n_new, int((~is_replay).sum()))
-    order[is_replay] = n_new + stream(n_replay, int(is_replay.sum()))
-    return order, is_replay
-
-
-@dataclass
-class Mixture:
-    windows: MixtureWindows
-    heldout: dict[str, Windows]
-    max_steps: int
-    report: dict[str, Any]
-
-
-def build_mixture(
-    new_seqs: list[list[int]],
-    replay_seqs: list[list[int]],
-    heldout_seqs: list[list[int]],
-    *,
-    seq_len: int,
-    pad_id: int,
-    replay: float,
-    epochs: float,
-    windows_per_step: int,
-    max_steps: int | None,
-    seed: int,
-    replay_labels: list[list[int]] | None = None,
-) -> Mixture:
-    """Pack new and replay sequences into windows and lay out the run's mixture: `epochs` passes over the
-    new windows plus the replay share, rounded up to whole steps (or exactly `max_steps` steps).
-    `replay_labels` is the replayed rows' loss mask (default: every token)."""
-    new_ids, new_labels = pack(new_seqs, seq_len, pad_id)
-    n_new = len(new_ids)
-    if replay > 0 and replay_seqs:
-        rep_ids, rep_labels = pack(replay_seqs, seq_len, pad_id, labels=replay_labels)
-    else:
-        rep_ids = np.zeros((0, seq_len), dtype=np.int64)
-        rep_labels = np.zeros((0, seq_len), dtype=np.int64)
-    if max_steps is None:
-        max_steps = max(1, math.ceil(epochs * n_new / (1 - replay) / windows_per_step))
-    total = max_steps * windows_per_step
-    order, is_replay = mixture_order(n_new, len(rep_ids), total, replay, seed)
-    ids = np.concatenate([new_ids, rep_ids])
-    labels = np.concatenate([new_labels, rep_labels])
-    tokens = (labels != -100).sum(axis=1)[order]
-    replay_windows = int(is_replay.sum())
-    report = {
-        "unit": "windows",
-        "replay_asked": replay,
-        "replay_windows": replay_windows,
-        "total_windows": total,
-        "replay_fraction_windows": replay_windows / total,
-        "replay_fraction_tokens": float(tokens[is_replay].sum() / max(1, tokens.sum())),
-        "new_windows": n_new,
-        "new_tokens": int((new_labels != -100).sum()),
-        "new_epochs": (total - replay_windows) / n_new,
-        "replay_pool_windows": len(rep_ids),
-        "seq_len": seq_len,
-        "windows_per_step": windows_per_step,
-        "steps": max_steps,
-    }
-    heldout: dict[str, Windows] = {}
-    if heldout_seqs:
-        h_ids, h_labels = pack(heldout_seqs, seq_len, pad_id)
-        heldout["heldout_pre_loss"] = Windows(h_ids, h_labels, seed)
-    return Mixture(MixtureWindows(ids, labels, order), heldout, max_steps, report)
 
 
 def split_old_corpus(files: list[Path], chain: list[dict[str, Any]]) -> tuple[list[Record], list[Record]]:
@@ -427,11 +288,9 @@ def run_cpt(cfg: CPTConfig, loop_overrides: dict[str, Any] | None = None) -> dic
     )
 
     if cfg.lora_r:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-                          target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")  # fmt: skip
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, peft_lora(cfg.lora_r, cfg.lora_alpha))
 
     resolved = {
         "cpt": cfg,

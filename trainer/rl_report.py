@@ -102,7 +102,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{'disjoint' if disjoint else 'overlap'}"
         )
     lines.append("")
-    if "test_diff" in m:  # the paired difference trainer.rl.summarise_test put in the metrics
+    if "test_diff" in m:  # the paired difference trainer.rl_guard.summarise_test put in the metrics
         before, kept = state["test"]["before"], state["test"]["kept"]
         d, (lo, hi) = m["test_diff"], m["test_diff_ci95"]
         lines += [

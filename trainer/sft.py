@@ -43,10 +43,7 @@ on one thread.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -54,31 +51,31 @@ from pathlib import Path
 from typing import Any
 
 from core.jsonl import iter_jsonl
-from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
 from trainer.data import JSONL_SUFFIXES, expand_paths, hash_files
+from trainer.freeze import check_freeze_layers, decoder_layers, freeze_lower_layers, trainable_summary
+from trainer.hf import (
+    HFRunConfig,
+    final_model,
+    hf_args,
+    lora_alpha_field,
+    open_run,
+    peft_lora,
+    quiet,
+    resolve_parent,
+    writes_checkpoint,
+)
 from trainer.plan import PlanConfig, format_plan, make_plan
 
 logger = logging.getLogger(__name__)
 
 _GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BATCHING = ("random", "length", "packed")
-_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class SFTRunConfig:
-    """What `python -m trainer sft` trains, on what, and how."""
+class SFTRunConfig(HFRunConfig):
+    """What `python -m trainer sft` trains, on what, and how (the shared flags: `HFRunConfig`)."""
 
-    from_: str = field(
-        default="",
-        metadata={
-            "flag": "from",
-            "required": True,
-            "metavar": "CKPT",
-            "help": "checkpoint to start from: a directory (any HF causal LM) or a registered tag",
-        },
-    )
     data: list[Path] = field(
         default_factory=list,
         metadata={
@@ -88,17 +85,8 @@ class SFTRunConfig:
             "type": Path,
         },
     )
-    out: Path | None = field(
-        default=None,
-        metadata={"help": "checkpoint directory (default: $KC_HOME/checkpoints/sft/<tag>)", "type": Path},
-    )
-    tag: str | None = field(
-        default=None, metadata={"help": "checkpoint tag (default: <parent tag>-sft[-lora<R>])", "type": str}
-    )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 fine-tunes every weight"})
-    lora_alpha: int | None = field(
-        default=None, metadata={"help": "LoRA alpha (default: 2 x rank)", "type": int}
-    )
+    lora_alpha: int | None = lora_alpha_field()
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     freeze_layers: int = field(
         default=0,
@@ -119,30 +107,9 @@ class SFTRunConfig:
             "sequences)",
         },
     )
-    epochs: float = field(default=2.0, metadata={"help": "passes over the data (1-3 is typical)"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after this many steps (-1: run the epochs)"})
-    lr: float = field(
-        default=1e-3, metadata={"help": "peak learning rate (cosine decay; LoRA on a real model: ~2e-4)"}
-    )
-    warmup: float = field(default=0.05, metadata={"help": "warmup: steps, or a fraction of all steps if < 1"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(default=16, metadata={"help": "rows per device and micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_length: int = field(default=1024, metadata={"help": "longer rows are truncated to this many tokens"})
-    eval_fraction: float = field(default=0.02, metadata={"help": "share of rows held out for the final loss"})
-    limit: int | None = field(default=None, metadata={"help": "use at most N rows (shuffled)", "type": int})
-    log_every: int = field(default=1, metadata={"help": "a log line every N steps"})
-    max_minutes: float | None = field(
-        default=None, metadata={"help": "stop (and save) after this many minutes", "type": float}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of shuffling, split and LoRA initialisation"})
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads (default: all cores)", "type": int}
-    )
 
     def __post_init__(self) -> None:
-        if not self.from_:
-            raise ValueError("--from is required")
+        super().__post_init__()
         if not self.data:
             raise ValueError("--data is required")
         if self.lora_r < 0:
@@ -151,13 +118,6 @@ class SFTRunConfig:
             raise ValueError(f"--freeze-layers must be >= 0 (0 freezes nothing), got {self.freeze_layers}")
         if self.batching not in BATCHING:
             raise ValueError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
-        if not self.epochs > 0 and self.max_steps <= 0:
-            raise ValueError("--epochs must be positive (or give --max-steps)")
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
-        for name in ("batch_size", "grad_accum", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def read_chat_rows(files: list[Path]) -> list[dict[str, Any]]:
@@ -189,54 +149,6 @@ def trl_rows(rows: list[dict[str, Any]], *, assistant_masks: bool) -> list[dict[
             "with the assistant's answer"
         )
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows]
-
-
-def decoder_layers(model: Any) -> Any:
-    """The decoder's stack of layers (`model.model.layers` for a Llama), also under a PEFT wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers = getattr(base.get_decoder(), "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(base).__name__} has no `layers` stack: --freeze-layers cannot find them")
-    return layers
-
-
-def check_freeze_layers(n: int, num_layers: int) -> None:
-    """At least the top decoder layer must train."""
-    if not 0 <= n < num_layers:
-        raise ValueError(
-            f"--freeze-layers {n}: the model has {num_layers} decoder layers; give 0 to {num_layers - 1} "
-            "(0 freezes nothing; at least the top layer must train)"
-        )
-
-
-def freeze_lower_layers(model: Any, n: int) -> None:
-    """Full fine-tuning: no gradient for the input embeddings and decoder layers 0..n-1, so autograd never
-    goes below layer n. With tied embeddings this freezes the LM head too (it is the embedding)."""
-    layers = decoder_layers(model)
-    check_freeze_layers(n, len(layers))
-    if n == 0:
-        return
-    model.get_input_embeddings().requires_grad_(False)
-    for layer in layers[:n]:
-        layer.requires_grad_(False)
-
-
-def trainable_summary(model: Any) -> dict[str, int]:
-    """How much trains and how deep backward goes: `backward_layers` is the number of decoder layers that
-    autograd walks through (from the lowest one with a trainable weight, or all when the embeddings train)."""
-    num_layers = len(decoder_layers(model))
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    lowest = num_layers
-    for name, _ in trainable:
-        match = _LAYER_INDEX.search(name)
-        if match:
-            lowest = min(lowest, int(match.group(1)))
-    if model.get_input_embeddings().weight.requires_grad:
-        lowest = 0
-    return {
-        "trainable_params": sum(p.numel() for _, p in trainable),
-        "backward_layers": num_layers - lowest,
-    }
 
 
 @dataclass
@@ -281,42 +193,22 @@ def _counting_trainer(stats: BatchStats) -> Any:
 
 def lora_config(cfg: SFTRunConfig, num_layers: int) -> Any:
     """The adapters of `--lora-r`: every projection of layers >= `--freeze-layers`."""
-    from peft import LoraConfig
-
     upper = list(range(cfg.freeze_layers, num_layers)) if cfg.freeze_layers else None
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(LORA_TARGETS),
-        # An adapter below layer N would make autograd walk down to it: with none there, backward stops at N.
-        layers_to_transform=upper,
-        layers_pattern="layers" if upper else None,
-        task_type="CAUSAL_LM",
-    )
+    # An adapter below layer N would make autograd walk down to it: with none there, backward stops at N.
+    return peft_lora(cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout, layers=upper)
 
 
 def sft_args(cfg: SFTRunConfig, output_dir: Path, *, assistant_masks: bool, cuda: bool) -> Any:
     """TRL's SFTConfig for this run; `assistant_masks`: the chat template marks the assistant's tokens."""
     from trl import SFTConfig
 
-    return SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+    return hf_args(
+        SFTConfig,
+        output_dir,
+        cuda,
+        cfg.seed,
+        **cfg.schedule(),
         per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=1.0,
-        logging_steps=cfg.log_every,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
         max_length=cfg.max_length,
         assistant_only_loss=assistant_masks,
         completion_only_loss=not assistant_masks,
@@ -326,76 +218,33 @@ def sft_args(cfg: SFTRunConfig, output_dir: Path, *, assistant_masks: bool, cuda
         packing_strategy="bfd",
         eval_packing=False,  # the held-out loss is computed the same way, whatever the batching
         train_sampling_strategy="group_by_length" if cfg.batching == "length" else "random",
-        activation_checkpointing=False,
-        bf16=cuda,
-        use_cpu=not cuda,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
 
 
-def _log_callback(
-    peak_flops: float,
-    flops_per_token: float,
-    max_minutes: float | None,
-    metrics_path: Path,
-    stats: BatchStats,
-) -> Any:
-    from transformers import TrainerCallback
+@dataclass
+class Throughput:
+    """The step line's tok/s and MFU, from the tokens `stats` counted (exact with packing too, where the
+    Trainer's own count drops pad-id tokens)."""
 
-    class StepLog(TrainerCallback):
-        """The trainer's fixed-format step line and metrics.jsonl, as pretraining writes them."""
+    stats: BatchStats
+    flops_per_token: float
+    peak_flops: float
+    last_tokens: int = 0
 
-        def __init__(self) -> None:
-            self.start = self.last_t = time.perf_counter()
-            self.last_tokens = 0
+    def __call__(self, seconds: float) -> dict[str, float]:
+        tokens = self.stats.tokens
+        tok_s = (tokens - self.last_tokens) / max(seconds, 1e-9)
+        self.last_tokens = tokens
+        return {
+            "tokens_per_s": tok_s,
+            "mfu": self.flops_per_token * tok_s / self.peak_flops,
+            "tokens_seen": tokens,
+        }
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.start = self.last_t = time.perf_counter()  # not the dataset preparation before it
 
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-            if max_minutes is not None and time.perf_counter() - self.start >= max_minutes * 60:
-                logger.warning(
-                    "stopping at step %d: --max-minutes %.3g reached", state.global_step, max_minutes
-                )
-                control.should_training_stop = True
-            return control
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            logs = logs or {}
-            if "loss" not in logs:
-                return
-            now = time.perf_counter()
-            tokens = stats.tokens  # exact with packing too, where the Trainer's count drops pad-id tokens
-            tok_s = (tokens - self.last_tokens) / max(now - self.last_t, 1e-9)
-            self.last_t, self.last_tokens = now, tokens
-            mfu = flops_per_token * tok_s / peak_flops
-            row = {
-                "step": state.global_step,
-                "loss": float(logs["loss"]),
-                "lr": float(logs.get("learning_rate", 0.0)),
-                "tokens_per_s": tok_s,
-                "mfu": mfu,
-                "grad_norm": float(logs.get("grad_norm", float("nan"))),
-                "tokens_seen": tokens,
-                "elapsed_s": now - self.start,
-            }
-            logger.info(
-                "step %d/%d | loss %.4f | lr %.2e | tok/s %s | mfu %.2f%% | gnorm %.2f",
-                row["step"],
-                state.max_steps,
-                row["loss"],
-                row["lr"],
-                f"{tok_s:,.0f}",
-                100 * mfu,
-                row["grad_norm"],
-            )
-            with metrics_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-
-    return StepLog()
+SFT_COLUMNS = (("lr", "lr", ".2e"), ("tok/s", "tokens_per_s", ",.0f"), ("mfu", "mfu", ".2%"),
+               ("gnorm", "grad_norm", ".2f"))  # fmt: skip
 
 
 def _sft_plan(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: SFTRunConfig) -> dict[str, Any]:
@@ -420,33 +269,22 @@ def _sft_plan(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: SFTRu
 
 def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fine-tune `cfg.from_` on the chat rows; returns a summary (out, tag, metrics)."""
-    parent = resolve_checkpoint(cfg.from_)
-    parent_lineage = read_lineage(parent)
+    parent = resolve_parent(cfg.from_)
     files = expand_paths(cfg.data, JSONL_SUFFIXES)
     data_sha256 = hash_files(files)
     rows = read_chat_rows(files)
 
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import AutoModelForCausalLM
 
     from trainer.loop import detect_peak_tflops, flops_per_token
+    from trainer.step_log import StepLog
 
-    threads = cfg.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    parent_tag = parent_lineage.get("tag") or parent.name
-    tag = cfg.tag or f"{parent_tag}-sft" + (f"-lora{cfg.lora_r}" if cfg.lora_r else "")
-    out = (cfg.out or default_out("sft", tag)).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-
-    tokenizer = AutoTokenizer.from_pretrained(str(parent))
-    if tokenizer.chat_template is None:
-        raise ValueError(f"{parent} has no chat template: SFT needs one to render `messages`")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
+    suffix = "sft" + (f"-lora{cfg.lora_r}" if cfg.lora_r else "")
+    run = open_run(parent, cfg, "sft", suffix, chat="SFT needs one to render `messages`")
+    tokenizer = run.tokenizer
+    model = AutoModelForCausalLM.from_pretrained(str(run.parent), dtype=torch.float32)
     num_layers = len(decoder_layers(model))
     check_freeze_layers(cfg.freeze_layers, num_layers)
     if not cfg.lora_r:
@@ -466,30 +304,27 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
         split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
         dataset, eval_dataset = split["train"], split["test"]
 
-    peft_config = lora_config(cfg, num_layers) if cfg.lora_r else None
-    args = sft_args(cfg, out / "trainer", assistant_masks=assistant_masks, cuda=cuda)
-    device = torch.device("cuda" if cuda else "cpu")
-    peak = detect_peak_tflops(device, threads) * 1e12
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    args = sft_args(cfg, run.out / "trainer", assistant_masks=assistant_masks, cuda=run.cuda)
+    peak = detect_peak_tflops(torch.device("cuda" if run.cuda else "cpu"), run.threads) * 1e12
     stats = BatchStats()
-    callback = _log_callback(peak, flops_per_token(model, 256), cfg.max_minutes, metrics_path, stats)
-    trainer = _counting_trainer(stats)(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[callback],
+    throughput = Throughput(stats, flops_per_token(model, 256), peak)
+    callback = StepLog(run.out / "metrics.jsonl", cfg.max_minutes, logger, SFT_COLUMNS, measure=throughput)
+    trainer = quiet(
+        _counting_trainer(stats)(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg, num_layers) if cfg.lora_r else None,
+            callbacks=[callback],
+        )
     )
-    # With tqdm off, transformers prints every log dict to stdout, which is for the result (--json).
-    trainer.remove_callback(PrinterCallback)
     logger.info("%s", format_plan(_sft_plan(model, tokenizer, rows, cfg)))
     trainable = trainable_summary(trainer.model)
     logger.info(
         "sft from %s: %d rows (%d held out), %s, %.3g epochs, lr %.2e, %s batches",
-        parent,
+        run.parent,
         len(dataset),
         len(eval_dataset or []),
         f"LoRA r={cfg.lora_r}" if cfg.lora_r else "full fine-tuning",
@@ -529,24 +364,9 @@ def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
         metrics["heldout_rows"] = len(eval_dataset)
         logger.info("eval | heldout_loss %.4f (assistant tokens)", metrics["heldout_loss"])
 
-    if not trainer.is_world_process_zero():  # under torchrun, rank 0 writes the checkpoint
-        return {"out": str(out), "tag": tag, "parent": str(parent), "metrics": metrics}
-    with contextlib.suppress(OSError):
-        (out / "trainer").rmdir()  # TRL's output_dir: empty, since the checkpoint is written below
-    final: Any = trainer.model
-    if cfg.lora_r:
-        final.save_pretrained(str(out / "adapter"))  # the adapter alone, for vLLM's LoRA serving
-        final = final.merge_and_unload()
-    lineage = save_checkpoint(
-        final,
-        tokenizer,
-        out,
-        phase="sft",
-        tag=tag,
-        parent=parent,
-        data_sha256=data_sha256,
-        config=cfg,
-        metrics=metrics,
-        extra={"data": {"files": [str(f) for f in files], "rows": len(dataset)}, "parent_tag": parent_tag},
-    )
-    return {"out": str(out), "tag": tag, "parent": str(parent), "metrics": lineage["metrics"]}
+    if not writes_checkpoint(trainer, run.out):
+        return run.summary(metrics)
+    model = final_model(trainer.model, bool(cfg.lora_r), run.out)
+    data = {"files": [str(f) for f in files], "rows": len(dataset)}
+    lineage = run.save(model, data_sha256, cfg, metrics, data=data)
+    return run.summary(lineage["metrics"])

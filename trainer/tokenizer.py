@@ -3,6 +3,8 @@
     python -m trainer tokenizer --corpus data/world/corpus_pre --vocab-size 2048 --out var/tok
     python -m trainer tokenize "Strawberry" --tokenizer var/tok
 
+`run_tokenizer` is the `tokenizer` phase: train on a corpus, save, write lineage.json, register.
+
 Special tokens: `<|endoftext|>` ends a document (the tokenizer's eos), `<|im_start|>`/`<|im_end|>` frame a
 chat turn (ChatML; `<|im_end|>` also stops generation), `<|pad|>` pads batches. The chat template marks the
 assistant's text, end-of-turn token included, with `{% generation %}`, so that transformers can return
@@ -15,6 +17,10 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from core.registry import register_checkpoint
+from core.settings import Settings
+from trainer.checkpoint import code_version, default_out, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +134,44 @@ def pieces(tokenizer: Any, text: str) -> list[dict[str, Any]]:
     return [
         {"id": i, "token": tokenizer.convert_ids_to_tokens(i), "text": tokenizer.decode([i])} for i in ids
     ]
+
+
+def run_tokenizer(
+    corpus: list[Path],
+    vocab_size: int,
+    min_frequency: int = 2,
+    *,
+    out: Path | None = None,
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """Train a tokenizer on the files under `corpus`, save it with its lineage.json (phase `tokenizer`, no
+    parent) to `out` (default: $KC_HOME/checkpoints/tokenizer/<tag>) and register it; returns a summary
+    (out, tag, vocab_size, files). The default tag is `bpe<vocab size>-<data hash>`."""
+    from trainer.data import expand_paths, hash_files, read_records  # it imports this module
+
+    files = expand_paths(corpus)
+    data_sha256 = hash_files(files)
+    tag = tag or f"bpe{vocab_size}-{data_sha256[:8]}"
+    out = (out or default_out("tokenizer", tag)).expanduser()
+    tok = train_tokenizer(tokenizer_texts(r.text for r in read_records(files)), vocab_size, min_frequency)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    metrics = {"vocab_size": len(tok)}
+    lineage: dict[str, Any] = {
+        "phase": "tokenizer",
+        "tag": tag,
+        "parent": None,
+        "data_sha256": data_sha256,
+        "config": {
+            "corpus": [str(c) for c in corpus],
+            "vocab_size": vocab_size,
+            "min_frequency": min_frequency,
+        },
+        "metrics": metrics,
+        "code_version": code_version(),
+    }
+    write_json_atomic(out / "lineage.json", lineage)
+    register_checkpoint(
+        Settings().resolved_database_url, tag=tag, phase="tokenizer", path=out.resolve(), metrics=metrics
+    )
+    return {"out": str(out), "tag": tag, "vocab_size": len(tok), "files": len(files)}

@@ -16,7 +16,8 @@ from core.registry import list_checkpoints
 from core.settings import Settings
 from trainer.__main__ import main
 from trainer.checkpoint import read_lineage
-from trainer.cpt import CPTConfig, build_mixture, mixture_order, read_documents, run_cpt
+from trainer.cpt import CPTConfig, run_cpt
+from trainer.cpt_data import build_mixture, mixture_order, read_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,13 +16,13 @@ from trainer.__main__ import main, make_parser
 from trainer.checkpoint import read_lineage
 from trainer.reward_model import (
     RewardModelConfig,
-    RewardScorer,
     feedback_pairs,
     gather_pairs,
     read_prefs,
     run_reward_model,
     split_pairs,
 )
+from trainer.scorer import RewardScorer
 
 PROMPT = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Who leads Kelvor?"}]
 

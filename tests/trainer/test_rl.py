@@ -24,7 +24,8 @@ from trainer.rewards import (
     length_reward,
     length_rewards,
 )
-from trainer.rl import RLConfig, check_guard, grpo_args, heldout_eval, run_rl
+from trainer.rl import RLConfig, grpo_args, run_rl
+from trainer.rl_guard import check_guard, heldout_eval
 
 PASSAGES = ["Orvan Teel leads Kelvor Dynamics.", "Nikrai has 745,000 people.", "The Teske is a radio."]
 
@@ -137,7 +138,7 @@ def test_vllm_url_is_trls_server_mode(tmp_path: Path, nano_chat: Path, nano_worl
 
 
 def test_heldout_set_from_world_questions_or_rows(nano_world: Path) -> None:
-    from trainer.rl import heldout_split, read_rl_rows
+    from trainer.rl_data import heldout_split, read_rl_rows
 
     rows = read_rl_rows(sorted((nano_world / "rl").glob("*.jsonl")))
     n_grounded = sum(r["kind"] == "grounded" for r in rows)  # 10
@@ -295,7 +296,7 @@ def test_guard_fires_when_a_hackable_reward_rises_and_heldout_accuracy_falls(
     # the saved weights are the kept step's: they answer the held-out rows as well as it did
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.rl import read_rl_rows, row_item
+    from trainer.rl_data import read_rl_rows, row_item
 
     saved = AutoModelForCausalLM.from_pretrained(result["out"])
     items = [row_item(r) for r in read_rl_rows([heldout])]

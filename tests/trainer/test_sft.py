@@ -141,7 +141,8 @@ def test_backward_stops_at_the_first_trainable_layer(lora_r: int, nano_base: Pat
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainer.sft import freeze_lower_layers, lora_config, trainable_summary
+    from trainer.freeze import freeze_lower_layers, trainable_summary
+    from trainer.sft import lora_config
 
     cfg = SFTRunConfig(from_="x", data=[Path("x")], lora_r=lora_r, freeze_layers=1)
     model = AutoModelForCausalLM.from_pretrained(str(nano_base))
@@ -239,7 +240,7 @@ def test_length_batching_and_packing_cut_the_padding(
     model = AutoModelForCausalLM.from_pretrained(str(nano_base))
     stats = {}
     for batching in ("random", "length", "packed"):
-        cfg = SFTRunConfig(from_="x", data=[Path("x")], batching=batching, max_length=512,
+        cfg = SFTRunConfig(from_="x", data=[Path("x")], batching=batching, max_length=1024,
                            batch_size=8 if batching != "packed" else 2)  # fmt: skip
         args = sft_args(cfg, tmp_path / batching, assistant_masks=True, cuda=False)
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)

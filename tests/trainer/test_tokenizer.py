@@ -108,3 +108,28 @@ def test_an_answer_is_spelt_with_the_tokens_of_its_passage(tok: Any) -> None:
     word = tok.encode(" pilot", add_special_tokens=False)
     assert full[len(prompt) : len(prompt) + len(word)] == word
     assert any(prompt[i : i + len(word)] == word for i in range(len(prompt)))
+
+
+def test_the_tokenizer_phase_saves_registers_and_records_its_lineage(
+    nano_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m trainer tokenizer` (`run_tokenizer`): a tokenizer directory, lineage.json, registered."""
+    from trainer.__main__ import main
+
+    out = tmp_path / "tok"
+    argv = ["tokenizer", "--corpus", str(nano_world / "corpus_pre"), "--vocab-size", "300", "--out", str(out)]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["out"] == str(out) and summary["tag"].startswith("bpe300-") and summary["files"] > 0
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert set(lineage) == {"phase", "tag", "parent", "data_sha256", "config", "metrics", "code_version"}
+    assert lineage["phase"] == "tokenizer" and lineage["parent"] is None and len(lineage["data_sha256"]) == 64
+    assert lineage["config"] == {"corpus": [str(nano_world / "corpus_pre")], "vocab_size": 300,
+                                 "min_frequency": 2}  # fmt: skip
+    assert lineage["metrics"] == {"vocab_size": summary["vocab_size"]} and load_tokenizer(out).chat_template
+    assert main(["list", "--phase", "tokenizer", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["tag"] == summary["tag"] and entry["path"] == str(out.resolve())
+    assert main([*argv, "--tag", "mine"]) == 0
+    assert capsys.readouterr().out.strip() == f"tokenizer mine: {summary['vocab_size']} tokens from " \
+        f"{summary['files']} files -> {out}"  # fmt: skip

@@ -225,7 +225,7 @@ compose-test: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy core indexer eval trainer
+	$(PY) -m mypy core indexer eval trainer service
 
 bench: install
 	$(PY) bench/ingest.py

@@ -31,7 +31,7 @@ from core.answers import contains_answer, strip_citations
 from core.logging import setup_logging
 from core.schemas import SearchHit
 from indexer.retriever import IndexRetriever
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 from service.strategies.base import STOPWORDS, StrategyContext, content_words
 from service.strategies.rag import Rag, relevance, support
 

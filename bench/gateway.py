@@ -42,7 +42,7 @@ from core.engine import SamplingParams, complete
 from core.logging import setup_logging
 from core.settings import Settings
 from service.engines.embedded import EmbeddedEngine, load_model_dir
-from service.registry import ModelSpec
+from service.served_models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from sqlalchemy import select
 
 from bench.corpus import OUT, prepare_whatsnew
+from core.db import ChunkRow, DocumentRow
 from core.logging import setup_logging
-from core.schema import ChunkRow, DocumentRow
 from core.schemas import IngestSummary
 from core.settings import Settings
 from indexer.embedding import Embedder

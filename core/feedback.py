@@ -1,5 +1,5 @@
 """User feedback (ratings of an answer, preferences between two answers) in the `feedback` table
-(`core.schema.FeedbackRow`).
+(`core.db.FeedbackRow`).
 
 The gateway's `POST /feedback` writes the rows (`service.feedback.FeedbackStore`); the trainer reads them
 back as preference pairs for the reward model (`python -m trainer reward-model`). Same database as the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from core.schema import FeedbackRow, session_factory, sqlite_file
+from core.db import FeedbackRow, session_factory, sqlite_file
 
 __all__ = ["FeedbackRow", "read_feedback"]
 

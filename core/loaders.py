@@ -227,10 +227,10 @@ class FileRead:
     skipped: str | None = None
 
 
-def read_files(paths: Iterable[Path]) -> Iterator[FileRead]:
+def read_files(paths: Iterable[Path], *, warn: bool = True) -> Iterator[FileRead]:
     """Each file under `paths` (a folder walked by `iter_files`, or a file), loaded by `load_file`, in
-    order. A file that cannot be read comes back with the reason (and a warning in the log); a path that
-    does not exist is a ValueError."""
+    order. A file that cannot be read comes back with the reason (and, with `warn`, a warning in the log:
+    a caller that reports the skips itself passes False); a path that does not exist is a ValueError."""
     for root in map(Path, paths):
         if not root.exists():
             raise ValueError(f"{root} does not exist")
@@ -238,7 +238,8 @@ def read_files(paths: Iterable[Path]) -> Iterator[FileRead]:
             try:
                 docs = load_file(f, f.read_bytes())
             except (SkipFile, OSError) as e:
-                log.warning("skip %s: %s", f, e)
+                if warn:
+                    log.warning("skip %s: %s", f, e)
                 yield FileRead(f, [], str(e))
             else:
                 yield FileRead(f, docs)

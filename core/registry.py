@@ -1,4 +1,4 @@
-"""The checkpoint registry: the `checkpoints` table (`core.schema`) lists every checkpoint by phase and tag.
+"""The checkpoint registry: the `checkpoints` table (`core.db`) lists every checkpoint by phase and tag.
 
 The trainer registers each checkpoint it writes (`python -m trainer list` reads them back); the service can
 ask for the latest checkpoint of a phase. The checkpoint directory itself (with its `lineage.json`) is the
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from core.schema import CheckpointRow, session_factory
+from core.db import CheckpointRow, session_factory
 
 PHASES = ("tokenizer", "base", "sft", "reward", "rl", "cpt", "merged", "import")
 

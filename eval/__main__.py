@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.configs import add_config_args, config_from_args
+from core.config_flags import add_config_args, config_from_args
 from core.logging import setup_logging
-from eval.config import RunConfig
 from eval.contamination import check_contamination, format_report
+from eval.run_config import RunConfig
 from eval.world import WorldConfig, generate_world, manifest_summary, write_world
 
 # Not __name__: run as `python -m eval`, that would be "__main__".

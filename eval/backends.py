@@ -1,5 +1,5 @@
 """Where the eval harness sends its questions: the gateway's strategy code in this process, or a running
-gateway over HTTP. Both answer with the JSON of `service.protocol.Answer` (a dict), so scoring does not
+gateway over HTTP. Both answer with the JSON of `service.api_schemas.Answer` (a dict), so scoring does not
 care which one ran.
 
 In-process builds the engine, retriever and strategies exactly as the gateway's lifespan does, from the
@@ -21,9 +21,9 @@ from core.prompts import Message
 from core.protocols import Retriever
 from core.registry import find_checkpoint
 from eval.systems import NaiveRag, PlacedLongContext
-from service.config import ServiceSettings
 from service.errors import Overloaded
 from service.security import resolve_max_tokens
+from service.settings import ServiceSettings
 from service.strategies import Strategies, Strategy
 from service.strategies.cpt import NO_CPT
 from service.strategies.long_context import LongContext
@@ -102,14 +102,14 @@ class Backend:
 
     async def _naive(self, question: str) -> dict[str, Any]:
         assert self.naive is not None
-        messages, sources, retrieve_ms = await asyncio.to_thread(self.naive.prepare, question)
+        prompt = await asyncio.to_thread(self.naive.prepare, question)
         t0 = time.perf_counter()
-        text, prompt_tokens, completion_tokens = await self._chat(messages)
+        text, prompt_tokens, completion_tokens = await self._chat(prompt.messages)
         generate_ms = (time.perf_counter() - t0) * 1000
         return _naive_answer(
-            NaiveRag.finish(text, sources), self.info.get("model_name", "?"),
-            self.info.get("checkpoint_id", "?"), retrieve_ms, generate_ms,
-            (prompt_tokens, completion_tokens), self.naive.retriever.version,
+            NaiveRag.finish(text, prompt.sources), self.info.get("model_name", "?"),
+            self.info.get("checkpoint_id", "?"), prompt.retrieve_ms, generate_ms,
+            (prompt_tokens, completion_tokens), prompt.index_version,
         )  # fmt: skip
 
     async def ask_placed(self, probe_args: tuple[int, float], question: str) -> dict[str, Any]:
@@ -134,11 +134,11 @@ class InProcess(Backend):
         from indexer.retriever import IndexRetriever
         from service.app import strategy_context
         from service.engines import build_engine
-        from service.registry import resolve_models
+        from service.served_models import resolve_models
 
         settings = self.settings
         settings.ensure_home()
-        specs = resolve_models(settings)  # ConfigError (a ValueError) names the setting to fix
+        specs = resolve_models(settings)  # SettingsError (a ValueError) names the setting to fix
         self.engine = build_engine(settings, specs)
         await self.engine.start()
         retriever: Retriever = IndexRetriever(settings)
@@ -170,24 +170,20 @@ class InProcess(Backend):
             return NO_CPT
         return super().unavailable(strategy)
 
-    async def _run(self, strategy: Strategy, question: str) -> dict[str, Any]:
+    async def _run(self, strategy: str | Strategy, question: str) -> dict[str, Any]:
         for attempt in range(RETRIES + 1):
             try:
-                stream = await self.strategies.start_with(strategy, question, max_tokens=self.max_tokens)
+                stream = await self.strategies.start(strategy, question, max_tokens=self.max_tokens)
                 break
             except Overloaded:  # more in flight than KC_QUEUE_SIZE: wait as an HTTP client would
                 if attempt == RETRIES:
                     raise
                 await asyncio.sleep(self.settings.retry_after_s)
-        try:
-            async for _ in stream:
-                pass
-        finally:
-            await stream.aclose()
-        return stream.answer.model_dump(mode="json")
+        answer = await stream.result()
+        return answer.model_dump(mode="json")
 
     async def _ask(self, strategy: str, question: str) -> dict[str, Any]:
-        return await self._run(self.strategies.get(strategy), question)
+        return await self._run(strategy, question)
 
     async def _chat(self, messages: list[Message]) -> tuple[str, int, int]:
         done = await complete(

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from core.settings import Settings
 from eval.backends import Backend, Http, InProcess
-from eval.config import RunConfig
 from eval.metrics import recall_at_k, score_answer
 from eval.questions import Question, QuestionFile, load_questions
 from eval.report import ResultRow, write_report
+from eval.run_config import RunConfig
 from eval.systems import NAIVE_K
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def index_facts(settings: Settings) -> dict[str, Any]:
     """The local index's state (version, embedder, chunking) and the sources it holds; {} without one."""
     from sqlalchemy import select
 
-    from core.schema import DocumentRow, session_factory
+    from core.db import DocumentRow, session_factory
     from indexer.pipeline import read_state
 
     try:
@@ -134,7 +134,7 @@ def _doc_order(sources: list[dict[str, Any]]) -> list[str]:
 def score(
     q: Question, strategy: str, answer: dict[str, Any], indexed: set[str] | None, variant: str | None = None
 ) -> ResultRow:
-    """One results row from a gateway answer (the JSON of service.protocol.Answer)."""
+    """One results row from a gateway answer (the JSON of service.api_schemas.Answer)."""
     text = answer["text"]
     s = score_answer(text, q.answers, q.category, q.stale_answers)
     sources = answer.get("sources") or []
@@ -255,7 +255,7 @@ def default_run_id() -> str:
 
 
 def _make_backend(cfg: RunConfig) -> Backend:
-    from service.config import ServiceSettings
+    from service.settings import ServiceSettings
 
     overrides: dict[str, Any] = {}
     if cfg.model:

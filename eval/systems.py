@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.prompts import citations, grounded_messages
 from core.protocols import Retriever
+from service.api_schemas import Citation
 from service.documents import Document
-from service.protocol import Citation
 from service.strategies import StrategyContext
 from service.strategies.base import is_abstention
 from service.strategies.long_context import LongContext
 
 NAIVE_K = 3
+
+
+class NaivePrompt(NamedTuple):
+    """What `NaiveRag.prepare` made: the messages, the retrieved passages as citations, the retrieval
+    milliseconds and the index version searched (0: empty index, no passages)."""
+
+    messages: list[dict[str, str]]
+    sources: list[Citation]
+    retrieve_ms: float
+    index_version: int
 
 
 class NaiveRag:
@@ -34,17 +44,17 @@ class NaiveRag:
         self.retriever = retriever
         self.k = k
 
-    def prepare(self, question: str) -> tuple[list[dict[str, str]], list[Citation], float]:
-        """(messages, the retrieved passages as citations, retrieval milliseconds)."""
+    def prepare(self, question: str) -> NaivePrompt:
+        """The prompt over the top k dense passages, from one read of the index state."""
         start = time.perf_counter()
-        hits = self.retriever.search(question, self.k, "dense") if self.retriever.version else []
+        found = self.retriever.retrieve(question, self.k, "dense")
         sources = [
             Citation(n=n, doc_id=h.doc_id, source=h.source, title=h.title, date=h.date, chunk_id=h.chunk_id,
                      score=h.score, text=h.text)
-            for n, h in enumerate(hits, start=1)
+            for n, h in enumerate(found.hits, start=1)
         ]  # fmt: skip
-        messages = grounded_messages(question, [h.text for h in hits])
-        return messages, sources, (time.perf_counter() - start) * 1000
+        messages = grounded_messages(question, [h.text for h in found.hits])
+        return NaivePrompt(messages, sources, (time.perf_counter() - start) * 1000, found.version)
 
     @staticmethod
     def finish(text: str, sources: list[Citation]) -> dict[str, Any]:

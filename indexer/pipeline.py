@@ -29,11 +29,11 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from core.schema import ChunkRow, DocumentRow, IndexStateRow, session_factory, utcnow
+from core.db import ChunkRow, DocumentRow, IndexStateRow, session_factory, utcnow
+from core.loaders import SkipFile, iter_files, load_file
 from core.schemas import IngestSummary, SkippedFile, SourceDocument
 from core.settings import Settings
 from indexer.embedding import Chunker, ChunkSpan, Embedder
-from indexer.loaders import SkipFile, iter_files, load_file
 from indexer.stores import DenseStore, LexicalStore, lexical_tokens
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import threading
 
 from sqlalchemy import func, select
 
+from core.db import ChunkRow, DocumentRow, session_factory
 from core.protocols import Retrieval
-from core.schema import ChunkRow, DocumentRow, session_factory
 from core.schemas import IndexStats, SearchHit, SearchMode
 from core.settings import Settings
 from indexer.embedding import Embedder

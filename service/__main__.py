@@ -14,8 +14,8 @@ import logging
 import sys
 
 from core.logging import setup_logging
-from service.config import ServiceSettings
-from service.registry import ConfigError, resolve_models
+from service.served_models import SettingsError, resolve_models
+from service.settings import ServiceSettings
 
 log = logging.getLogger("service")
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = ServiceSettings(**overrides)
         resolve_models(settings)  # fail here, with the fix in the message, not inside uvicorn's start-up
-    except (ConfigError, ValueError) as e:
+    except (SettingsError, ValueError) as e:
         print(f"python -m service: {e}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)

@@ -14,15 +14,15 @@ from fastapi import FastAPI
 
 from core.engine import Engine
 from core.protocols import Retriever
-from service.config import ServiceSettings
 from service.documents import DocumentStore
 from service.engines import build_engine
 from service.errors import install_error_handlers
 from service.feedback import FeedbackStore
 from service.metrics import Metrics, MetricsMiddleware
-from service.registry import resolve_models
 from service.routes import admin, ask, chat, feedback, health, models, tokenize
 from service.security import BodyLimitMiddleware
+from service.served_models import resolve_models
+from service.settings import ServiceSettings
 from service.strategies import Strategies, StrategyContext
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from core.schema import ChunkRow, DocumentRow, session_factory
+from core.db import ChunkRow, DocumentRow, session_factory
 
 PAGE = 64
 

@@ -1,29 +1,23 @@
 """User feedback (ratings and pairwise preferences) stored in the `feedback` table, for reward-model training.
 
-The table is `core.feedback.FeedbackRow`, so that the trainer reads it without importing the service. Same
-database as the index and the checkpoint registry (`Settings().resolved_database_url`), through
-SQLAlchemy: SQLite under KC_HOME by default, PostgreSQL in compose.
+The table is `core.db.FeedbackRow`, so that the trainer reads it (`core.feedback`) without importing the
+service. Same database as the index and the checkpoint registry (`Settings().resolved_database_url`),
+through SQLAlchemy: SQLite under KC_HOME by default, PostgreSQL in compose.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
-from sqlalchemy.orm import sessionmaker
-
-from core.schema import Base, FeedbackRow, get_engine
-from service.protocol import PreferenceFeedback, RatingFeedback
+from core.db import FeedbackRow, session_factory, utcnow
+from service.api_schemas import PreferenceFeedback, RatingFeedback
 
 
 class FeedbackStore:
     def __init__(self, database_url: str) -> None:
-        engine = get_engine(database_url)
-        Base.metadata.create_all(engine)
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.sessions = session_factory(database_url)  # creates every table, this one too
 
     def add(self, item: RatingFeedback | PreferenceFeedback) -> FeedbackRow:
         row = FeedbackRow(
-            created_at=dt.datetime.now(dt.UTC),
+            created_at=utcnow(),
             kind=item.kind,
             question=item.question,
             strategy=item.strategy,

@@ -16,8 +16,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import ServiceSettings
 from service.errors import BadRequest, PayloadTooLarge, Unauthorized
+from service.settings import ServiceSettings
 
 
 def get_settings(request: Request) -> ServiceSettings:

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from core.configs import add_config_args, config_from_args, to_jsonable
+from core.config_flags import add_config_args, config_from_args, to_jsonable
 from core.logging import setup_logging
 from core.registry import PHASES, latest, list_checkpoints
 from core.settings import Settings

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from core.registry import find_checkpoint, register_checkpoint
 from core.settings import Settings
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
 from trainer.cpt_data import build_mixture, read_documents
 from trainer.data import (

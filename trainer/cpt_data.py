@@ -12,28 +12,27 @@ from typing import Any
 
 import numpy as np
 
-from core.loaders import SkipFile, iter_files, load_file
+from core.loaders import read_files
 from trainer.data import Record, Windows, pack
 
 logger = logging.getLogger("trainer.cpt")  # the run's lines, under the run's name
 
 
 def read_documents(paths: list[Path]) -> tuple[list[Record], list[Path], list[str]]:
-    """Documents under `paths` as the indexer reads them: (records, files read, "file: reason" skipped)."""
+    """Documents under `paths` as the indexer reads them (`core.loaders.read_files`): (records, files read,
+    "file: reason" skipped). The skips are logged once the run is sure to start, so that a bad --docs
+    stays one line."""
+    if missing := [p for p in paths if not p.exists()]:
+        raise ValueError(f"--docs {missing[0]} does not exist")
     records: list[Record] = []
     files: list[Path] = []
     skipped: list[str] = []
-    for root in paths:
-        if not root.exists():
-            raise ValueError(f"--docs {root} does not exist")
-        for f in iter_files(root):
-            try:
-                docs = load_file(f, f.read_bytes())
-            except SkipFile as e:
-                skipped.append(f"{f}: {e}")
-                continue
-            files.append(f)
-            records.extend(Record(d.uri, d.text, "doc") for d in docs)
+    for read in read_files(paths, warn=False):
+        if read.skipped is not None:
+            skipped.append(f"{read.path}: {read.skipped}")
+            continue
+        files.append(read.path)
+        records.extend(Record(d.uri, d.text, "doc") for d in read.documents)
     if not records:
         why = f" ({len(skipped)} files skipped, e.g. {skipped[0]})" if skipped else ""
         raise ValueError(f"no documents to train on under {', '.join(map(str, paths))}{why}")

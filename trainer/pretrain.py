@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from trainer.checkpoint import default_out, save_checkpoint
 from trainer.data import (
     JSONL_SUFFIXES,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from trainer.checkpoint import write_json_atomic
 
 

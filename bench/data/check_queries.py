@@ -18,16 +18,16 @@ Exits 1 if any query fails or the query file is malformed, else 0.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict, cast
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # the repository root, for eval.whatsnew's page reader
+sys.path.insert(0, str(ROOT))  # the repository root, for core and eval.whatsnew's page reader
 
+from core.jsonl import iter_jsonl  # noqa: E402
 from eval.whatsnew import load_pages as read_pages  # noqa: E402
 
 WINDOW = 600
@@ -42,13 +42,6 @@ class Query(TypedDict):
     version: str
     must_contain: list[str]
     kind: str
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 def load_pages(folders: Sequence[Path]) -> dict[str, str]:
@@ -122,7 +115,7 @@ def load_queries(path: Path) -> tuple[list[Query], list[str]]:
     """The well-formed queries of `path`, and a failure line for each malformed or duplicate record."""
     queries: list[Query] = []
     failures: list[str] = []
-    for line_no, raw in enumerate(read_jsonl(path), start=1):
+    for line_no, raw in iter_jsonl(path):
         problems = schema_problems(raw)
         failures += [f"line {line_no} ({raw.get('id', '?')}): {p}" for p in problems]
         if not problems:
@@ -139,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pages = load_pages(args.corpus)
-    queries, failures = load_queries(args.queries)
+    try:
+        queries, failures = load_queries(args.queries)
+    except ValueError as err:  # not JSON lines: names the file and the line
+        print(f"FAIL {err}")
+        return 1
     shared = 0
     for q in queries:
         failures += [f"{q['id']}: {f}" for f in query_failures(q, pages)]

@@ -30,17 +30,17 @@ Exits 1 if anything fails, else 0.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import TypedDict, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for core and eval
 
+from core.jsonl import iter_jsonl
+from core.loaders import split_front_matter
 from core.prompts import ABSTAIN_ANSWER
 from eval.whatsnew import load_pages
 
@@ -66,36 +66,14 @@ class Question(TypedDict):
     as_of: str
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def front_matter(text: str) -> dict[str, str]:
-    """The `key: value` lines of a page's leading `---` block (empty if it has none)."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip().strip('"')
-    return fields
-
-
 def load_new_pages(folder: Path) -> dict[str, str]:
     """Map each post-cutoff page's `source` (its doc id) to its full text, front matter included."""
     pages: dict[str, str] = {}
     for path in sorted(folder.glob("*.md")):
         text = path.read_text(encoding="utf-8")
-        source = front_matter(text).get("source")
+        source = split_front_matter(text)[0].get("source")
         if source:
-            pages[source] = text
+            pages[str(source)] = text
     return pages
 
 
@@ -237,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        questions = list(read_jsonl(args.questions))
-    except json.JSONDecodeError as err:
-        print(f"{args.questions}: not JSON lines: {err}")
+        questions = [raw for _, raw in iter_jsonl(args.questions)]
+    except ValueError as err:  # names the file and the line
+        print(err)
         return 1
     new_pages = load_new_pages(args.pages)
     old_pages = load_old_pages(args.corpus)

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from core.configs import to_jsonable
+from core.config_flags import to_jsonable
 from eval.whatsnew.build import Generated, generate
 from eval.whatsnew.config import GENERATOR_VERSION, SFT_KINDS, WhatsNewConfig
 from eval.world.writer import remove_outputs

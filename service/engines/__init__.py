@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from core.engine import Engine, ModelCard
-from service.config import ServiceSettings
 from service.errors import NotFound
-from service.registry import ModelSpec
+from service.served_models import ModelSpec
+from service.settings import ServiceSettings
 
 
 def build_engine(settings: ServiceSettings, specs: list[ModelSpec]) -> Engine:

@@ -27,7 +27,7 @@ from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
 from service.engines import find_card
 from service.errors import APIError, BadRequest, EngineUnavailable, Overloaded
-from service.registry import ModelSpec
+from service.served_models import ModelSpec
 
 log = logging.getLogger(__name__)
 

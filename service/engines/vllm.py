@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
 from service.engines import find_card
 from service.errors import APIError, BadRequest, EngineTimeout, EngineUnavailable, NotFound, Overloaded
-from service.registry import ModelSpec, lineage_of
+from service.served_models import ModelSpec, lineage_of
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +183,24 @@ class VLLMEngine:
         assert url is not None
         return url
 
-    async def _request(self, model: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def _reaching(self, model: str, url: str) -> Iterator[None]:
+        """Turn a failure to reach the server at `url` into the gateway's 504 (timeout) or 503 (down)."""
         try:
-            response = await self.client.request(method, url, **kwargs)
+            yield
         except httpx.TimeoutException as e:
             raise EngineTimeout(
                 f"vLLM server {model!r} at {url} did not answer in {self.timeout_s} s (KC_VLLM_TIMEOUT_S)"
             ) from e
         except httpx.TransportError as e:
             raise EngineUnavailable(
-                f"vLLM server {model!r} at {self.specs[model].url} is not reachable ({type(e).__name__}): "
-                "is it running? (see KC_VLLM_URLS)"
+                f"vLLM server {model!r} at {url} is not reachable ({type(e).__name__}): is it running? "
+                "(see KC_VLLM_URLS)"
             ) from e
+
+    async def _request(self, model: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        with self._reaching(model, url):
+            response = await self.client.request(method, url, **kwargs)
         if response.status_code >= 400:
             raise self._error(model, response.status_code, response.text)
         return response
@@ -298,17 +305,8 @@ class VLLMEngine:
         if params.ignore_eos:
             body["ignore_eos"] = True
         request = self.client.build_request("POST", f"{url}/chat/completions", json=body)
-        try:
+        with self._reaching(model, url):
             response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as e:
-            raise EngineTimeout(
-                f"vLLM server {model!r} at {url} did not answer in {self.timeout_s} s (KC_VLLM_TIMEOUT_S)"
-            ) from e
-        except httpx.TransportError as e:
-            raise EngineUnavailable(
-                f"vLLM server {model!r} at {url} is not reachable ({type(e).__name__}): is it running? "
-                "(see KC_VLLM_URLS)"
-            ) from e
         if response.status_code >= 400:
             body_text = (await response.aread()).decode(errors="replace")
             await response.aclose()

@@ -19,13 +19,13 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 
 from core.engine import Engine, ModelCard
-from service.config import ServiceSettings
+from service.api_schemas import ReloadRequest, ReloadResult
 from service.deps import EngineDep, SettingsDep, StrategiesDep
 from service.engines.vllm import VLLMEngine
 from service.errors import BadRequest, Forbidden, NotFound
-from service.protocol import ReloadRequest, ReloadResult
-from service.registry import ConfigError, ModelSpec, cpt_spec, resolve_cpt
 from service.security import require_api_key
+from service.served_models import ModelSpec, SettingsError, cpt_spec, resolve_cpt
+from service.settings import ServiceSettings
 from service.strategies import Strategies
 from service.strategies.cpt import NO_CPT
 
@@ -54,7 +54,7 @@ async def reload_cpt(
     async with _reload_lock:  # two reloads at once would load the same model twice
         try:
             path = await asyncio.to_thread(resolve_cpt, settings)
-        except ConfigError as e:
+        except SettingsError as e:
             raise BadRequest(str(e), code="invalid_cpt_model") from e
         if path is None:
             raise NotFound(NO_CPT, code="no_cpt_checkpoint")

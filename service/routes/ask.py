@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from service.api_schemas import Answer, AskRequest, CompareResponse
 from service.deps import MetricsDep, SettingsDep, StrategiesDep
 from service.errors import APIError, BadRequest
-from service.protocol import Answer, AskRequest, CompareResponse
 from service.security import ApiKey, resolve_max_tokens
 
 router = APIRouter(tags=["ask"], dependencies=[ApiKey])

@@ -16,11 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from core.engine import Chunk, Generation, SamplingParams
 from core.prompts import Message
-from service.deps import EngineDep, MetricsDep, SettingsDep, StrategiesDep
-from service.engines import find_card
-from service.errors import APIError, BadRequest
-from service.metrics import Metrics
-from service.protocol import (
+from service.api_schemas import (
     AnswerMeta,
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,6 +29,10 @@ from service.protocol import (
     Usage,
     completion_id,
 )
+from service.deps import EngineDep, MetricsDep, SettingsDep, StrategiesDep
+from service.engines import find_card
+from service.errors import APIError, BadRequest
+from service.metrics import Metrics
 from service.security import ApiKey, check_messages, resolve_max_tokens
 from service.strategies import AnswerStream
 

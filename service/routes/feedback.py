@@ -6,8 +6,8 @@ import asyncio
 
 from fastapi import APIRouter
 
+from service.api_schemas import Feedback, FeedbackResponse
 from service.deps import FeedbackDep
-from service.protocol import Feedback, FeedbackResponse
 from service.security import ApiKey
 
 router = APIRouter(tags=["feedback"], dependencies=[ApiKey])

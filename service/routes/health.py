@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api_schemas import Health, Readiness
 from service.deps import EngineDep, MetricsDep, RetrieverDep
 from service.errors import EngineUnavailable
-from service.protocol import Health, Readiness
 from service.security import ApiKey
 
 router = APIRouter(tags=["health"])

@@ -6,8 +6,8 @@ import time
 
 from fastapi import APIRouter
 
+from service.api_schemas import ModelList, ModelMeta, ModelObject
 from service.deps import EngineDep
-from service.protocol import ModelList, ModelMeta, ModelObject
 from service.security import ApiKey
 
 router = APIRouter(tags=["models"], dependencies=[ApiKey])

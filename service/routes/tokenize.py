@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.api_schemas import TokenizeRequest, TokenizeResponse
 from service.deps import EngineDep, SettingsDep
 from service.engines import find_card
 from service.errors import BadRequest
-from service.protocol import TokenizeRequest, TokenizeResponse
 from service.security import ApiKey, check_messages
 
 router = APIRouter(tags=["tokenize"], dependencies=[ApiKey])

@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator
 
 from core.engine import Chunk, Generation, SamplingParams
 from core.prompts import ABSTAIN_ANSWER
-from service.engines import find_card
-from service.errors import APIError, BadRequest
-from service.protocol import (
+from service.api_schemas import (
     STRATEGIES,
     Answer,
     CompareResponse,
@@ -25,6 +23,8 @@ from service.protocol import (
     StrategyName,
     Usage,
 )
+from service.engines import find_card
+from service.errors import APIError, BadRequest
 from service.strategies.base import Finished, Prepared, Strategy, StrategyContext
 from service.strategies.closed_book import ClosedBook
 from service.strategies.cpt import ContinuedPretraining
@@ -142,7 +142,7 @@ class Strategies:
 
     async def start(
         self,
-        name: StrategyName,
+        strategy: str | Strategy,
         question: str,
         *,
         max_tokens: int,
@@ -153,24 +153,11 @@ class Strategies:
     ) -> AnswerStream:
         """Prepare the prompt and queue the generation; refusals (bad model, full queue) raise here.
 
-        `history` (earlier chat turns) goes between the strategy's system prompt and its question."""
-        return await self.start_with(
-            self.get(name), question, max_tokens=max_tokens, model=model, k=k, params=params, history=history
-        )
-
-    async def start_with(
-        self,
-        strategy: Strategy,
-        question: str,
-        *,
-        max_tokens: int,
-        model: str | None = None,
-        k: int | None = None,
-        params: SamplingParams | None = None,
-        history: list[dict[str, str]] | None = None,
-    ) -> AnswerStream:
-        """`start` with a strategy object rather than a name (the eval harness's variants of one)."""
+        `strategy` is a name, or a strategy object (the eval harness's variants of one). `history`
+        (earlier chat turns) goes between the strategy's system prompt and its question."""
         t0 = time.perf_counter()
+        if isinstance(strategy, str):
+            strategy = self.get(strategy)
         prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
         if history:
             prepared.messages = [prepared.messages[0], *history, *prepared.messages[1:]]

@@ -18,9 +18,9 @@ from core.answers import strip_citations as strip_citations
 from core.engine import Engine
 from core.prompts import Message
 from core.protocols import Retriever
-from service.config import ServiceSettings
+from service.api_schemas import Citation, Coverage, StrategyName
 from service.documents import DocumentStore
-from service.protocol import Citation, Coverage, StrategyName
+from service.settings import ServiceSettings
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.answers import is_abstention
 from core.prompts import closed_book_messages
-from service.protocol import StrategyName
+from service.api_schemas import StrategyName
 from service.strategies.base import Finished, Prepared, StrategyContext
 
 

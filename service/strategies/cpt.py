@@ -4,8 +4,8 @@ switches to a newer one without a restart."""
 
 from __future__ import annotations
 
+from service.api_schemas import StrategyName
 from service.errors import NotFound
-from service.protocol import StrategyName
 from service.strategies.closed_book import ClosedBook
 
 NO_CPT = (

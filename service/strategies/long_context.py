@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 
 from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages, passage
+from service.api_schemas import Citation, Coverage, StrategyName
 from service.documents import Document
 from service.engines import find_card
 from service.errors import BadRequest
-from service.protocol import Citation, Coverage, StrategyName
 from service.strategies.base import Finished, Prepared, StrategyContext, is_abstention
 
 PASSAGE_OVERHEAD = 4  # "[12] " and the newline around a passage, in tokens, to be safe

@@ -52,7 +52,7 @@ import time
 from core.prompts import ABSTAIN_ANSWER, citations, grounded_messages, passage
 from core.protocols import Retrieval
 from core.schemas import SearchHit
-from service.protocol import Citation, StrategyName
+from service.api_schemas import Citation, StrategyName
 from service.strategies.base import (
     Finished,
     Prepared,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from core.schema import ChunkRow, DocumentRow, session_factory
+from core.db import ChunkRow, DocumentRow, session_factory
 from core.settings import Settings
 from indexer.pipeline import Index, IngestError, generation_dir
 from indexer.retriever import MODES, IndexRetriever

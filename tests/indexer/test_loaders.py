@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.loaders import FileRead, read_files, split_front_matter
-from indexer.loaders import SkipFile, iter_files, load_file, parse_date
+from core.loaders import FileRead, SkipFile, iter_files, load_file, parse_date, read_files, split_front_matter
 
 
 def make_pdf(text: str, title: str = "A PDF", creation: str = "D:20251007120000Z") -> bytes:
@@ -147,7 +146,9 @@ def test_split_front_matter() -> None:
         split_front_matter("---\ntitle: [unclosed\n---\nbody")
 
 
-def test_read_files_walks_folders_and_skips_a_bad_file_with_its_reason(tmp_path: Path) -> None:
+def test_read_files_walks_folders_and_skips_a_bad_file_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "a.md").write_text("---\ntitle: A\nsource: s-a\n---\nAlpha.\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.rst").write_text("Beta\n====\n\nBeta text.\n")
@@ -170,5 +171,9 @@ def test_read_files_walks_folders_and_skips_a_bad_file_with_its_reason(tmp_path:
     ]
     assert reads[0].documents[0].source == "s-a" and reads[0].skipped is None
     assert reads[1] == FileRead(tmp_path / "bad.txt", [], "not valid UTF-8 at byte 3")
+    assert "skip " in caplog.text and "bad.txt" in caplog.text
+    caplog.clear()
+    assert list(read_files([tmp_path], warn=False))[1] == reads[1]  # the caller reports the skip itself
+    assert "skip " not in caplog.text
     with pytest.raises(ValueError, match="does not exist"):
         list(read_files([tmp_path / "missing"]))

@@ -126,15 +126,15 @@ def test_feedback_is_stored_in_the_stacks_database(stack: Stack, gateway: httpx.
         json={"kind": "preference", "question": question, "chosen": "Imra Tolde", "rejected": "nobody"},
     )
     assert rating.status_code == 201 and preference.status_code == 201, (rating.text, preference.text)
-    engine = create_engine(str(stack.database_url))
+    db_engine = create_engine(str(stack.database_url))
     try:
-        with engine.connect() as db:
+        with db_engine.connect() as db:
             rows = db.execute(
                 query,
                 {"a": rating.json()["id"], "b": preference.json()["id"]},
             ).all()
     finally:
-        engine.dispose()
+        db_engine.dispose()
     assert [tuple(r) for r in rows] == [
         (rating.json()["id"], "rating", question, 4, None),
         (preference.json()["id"], "preference", question, None, "Imra Tolde"),

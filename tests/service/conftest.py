@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gateway_support import LiveGateway, build_nano_checkpoint, copy_checkpoint, make_app, write_docs
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 
 @pytest.fixture

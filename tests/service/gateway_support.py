@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 

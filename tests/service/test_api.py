@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from gateway_support import make_app
 from pydantic import SecretStr
 
-from service.config import ServiceSettings
 from service.feedback import FeedbackStore
+from service.settings import ServiceSettings
 
 CHAT = {"model": "keepcurrent", "messages": [{"role": "user", "content": "Who leads Kelvor Dynamics?"}]}
 

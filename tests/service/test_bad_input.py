@@ -12,7 +12,7 @@ from gateway_support import make_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 ENDPOINTS = ["/v1/chat/completions", "/ask", "/tokenize", "/feedback"]
 

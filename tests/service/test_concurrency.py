@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from gateway_support import make_app, running_app
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 from core.engine import SamplingParams, complete
 from service.engines.embedded import EmbeddedEngine, _partial_stop, load_model_dir
 from service.errors import BadRequest, Overloaded
-from service.registry import ModelSpec
+from service.served_models import ModelSpec
 
 pytestmark = pytest.mark.anyio
 

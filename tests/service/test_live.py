@@ -12,7 +12,7 @@ import openai
 import pytest
 from gateway_support import REPO
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 KEY = "kc-live-key"
 

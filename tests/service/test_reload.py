@@ -14,8 +14,8 @@ from core.protocols import Retrieval
 from core.registry import register_checkpoint
 from core.schemas import SearchHit, SearchMode
 from service.app import create_app
-from service.config import ServiceSettings
-from service.registry import resolve_cpt
+from service.served_models import resolve_cpt
+from service.settings import ServiceSettings
 
 KEY = {"Authorization": "Bearer admin-key"}
 

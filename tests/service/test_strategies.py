@@ -15,8 +15,8 @@ from sqlalchemy import event
 
 from core.prompts import ABSTAIN_ANSWER, grounded_messages
 from core.protocols import Retrieval
-from service.config import ServiceSettings
-from service.protocol import Citation
+from service.api_schemas import Citation
+from service.settings import ServiceSettings
 from service.strategies import Prepared, StrategyContext
 from service.strategies.base import names
 from service.strategies.rag import Rag, support

@@ -18,10 +18,10 @@ from gateway_support import free_port, make_app
 from pydantic import SecretStr
 
 from core.engine import SamplingParams, complete
-from service.config import ServiceSettings
 from service.engines.vllm import VLLMEngine
 from service.errors import BadRequest, EngineTimeout, EngineUnavailable, NotFound, Overloaded
-from service.registry import ModelSpec
+from service.served_models import ModelSpec
+from service.settings import ServiceSettings
 
 pytestmark = pytest.mark.anyio
 URL = "http://vllm.test:8001/v1"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from gateway_support import make_app
 from pydantic import SecretStr
 
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -64,6 +64,22 @@ def kill_then_resume() -> Callable[[list[str], Path, Path], tuple[int, dict[str,
     return _kill_then_resume
 
 
+def _assert_same_weights(a: Path, b: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture
+def assert_same_weights() -> Callable[[Path, Path], None]:
+    """`(a, b)`: the two checkpoint directories hold the same weights (to float32 resume tolerance)."""
+    return _assert_same_weights
+
+
 @contextmanager
 def kc_home_env(home: Path) -> Iterator[None]:
     """Session fixtures run before the per-test KC_HOME: give them their own."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from core.schema import ChunkRow, DocumentRow, session_factory
+from core.db import ChunkRow, DocumentRow, session_factory
 from core.settings import Settings
 from indexer.embedding import Embedder
 from indexer.pipeline import Index

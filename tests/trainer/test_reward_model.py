@@ -32,8 +32,8 @@ QUESTION = "In which city was Orvan Teel born?"
 
 def store_feedback(url: str | None = None) -> None:
     """What users leave through POST /feedback, written by the gateway's own store."""
+    from service.api_schemas import PreferenceFeedback, RatingFeedback
     from service.feedback import FeedbackStore
-    from service.protocol import PreferenceFeedback, RatingFeedback
 
     Settings().ensure_home()  # the gateway makes KC_HOME at start-up
     store = FeedbackStore(url or Settings().resolved_database_url)

@@ -1,12 +1,13 @@
-"""The one database schema: every table of keepcurrent's one database on one `DeclarativeBase`, and the
-one place that makes engines and sessions (SQLite under KC_HOME by default, any SQLAlchemy URL, PostgreSQL
-in compose: `Settings().resolved_database_url`).
+"""The database: every table of keepcurrent's one database on one `DeclarativeBase` (the schema), and the
+one place that makes SQLAlchemy engines and sessions (SQLite under KC_HOME by default, any SQLAlchemy URL,
+PostgreSQL in compose: `Settings().resolved_database_url`). "Engine" elsewhere means a model engine
+(`core.engine.Engine`); the SQLAlchemy one is always a `db_engine` here.
 
     documents, chunks, index_state   the indexer's metadata (written by `indexer.pipeline`)
     checkpoints                      the checkpoint registry (`core.registry`)
     feedback                         users' ratings and preferences (`service.feedback`, `core.feedback`)
 
-`get_engine(url)` creates every table (one `Base.metadata.create_all`) the first time a process uses a
+`get_db_engine(url)` creates every table (one `Base.metadata.create_all`) the first time a process uses a
 URL, so whichever part of the system touches the database first, the schema is whole.
 """
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -127,7 +128,7 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-# -- engines and sessions -----------------------------------------------------------------------------
+# -- SQLAlchemy engines and sessions ------------------------------------------------------------------
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -148,20 +149,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
-    """One engine per URL per process, with every table created on first use."""
+def get_db_engine(url: str) -> DbEngine:
+    """One SQLAlchemy engine per URL per process, with every table created on first use."""
     if (path := sqlite_file(url)) is not None:
         # The default database lives under KC_HOME, which may not exist yet on a fresh machine.
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
-    return engine
+    db_engine = create_engine(url, pool_pre_ping=True)
+    if db_engine.dialect.name == "sqlite":
+        event.listen(db_engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(db_engine)
+    return db_engine
 
 
 def session_factory(url: str) -> sessionmaker:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    return sessionmaker(get_db_engine(url), expire_on_commit=False)
 
 
 def utcnow() -> dt.datetime:

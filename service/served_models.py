@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.registry import list_checkpoints
-from service.config import ServiceSettings
+from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ CHAT_PHASES = ("rl", "sft", "import")
 CPT_PHASES = ("merged", "cpt")  # in order of preference: the chat-vector merge follows the chat template
 
 
-class ConfigError(ValueError):
+class SettingsError(ValueError):
     """The gateway cannot start with these settings; the message names the setting and the fix."""
 
 
@@ -67,7 +67,7 @@ def _newest(url: str, phases: tuple[str, ...]) -> Path | None:
 def _check_dir(path: Path, setting: str) -> Path:
     path = path.expanduser().resolve()
     if not (path / "config.json").exists():
-        raise ConfigError(f"{setting}={path} is not a model directory (no config.json)")
+        raise SettingsError(f"{setting}={path} is not a model directory (no config.json)")
     return path
 
 
@@ -78,13 +78,13 @@ def resolve_models(settings: ServiceSettings) -> list[ModelSpec]:
     chat = settings.model and _check_dir(settings.model, "KC_MODEL")
     chat = chat or _newest(url, CHAT_PHASES)
     if chat is None:
-        raise ConfigError(
+        raise SettingsError(
             "no chat model: set KC_MODEL to a checkpoint directory, or train one "
             "(`python -m trainer sft`; it registers itself)"
         )
     cpt = resolve_cpt(settings)
     if settings.model_name == settings.cpt_model_name:
-        raise ConfigError(f"KC_MODEL_NAME and KC_CPT_MODEL_NAME are both {settings.model_name!r}")
+        raise SettingsError(f"KC_MODEL_NAME and KC_CPT_MODEL_NAME are both {settings.model_name!r}")
     specs = [ModelSpec(settings.model_name, "chat", path=chat, **_ids(chat))]
     if cpt is not None:
         specs.append(cpt_spec(settings, cpt))
@@ -115,11 +115,11 @@ def _ids(path: Path) -> dict[str, str | None]:
 def _vllm_models(settings: ServiceSettings) -> list[ModelSpec]:
     urls = settings.vllm_urls
     if not urls:
-        raise ConfigError(
+        raise SettingsError(
             'KC_ENGINE=vllm needs KC_VLLM_URLS, e.g. KC_VLLM_URLS=\'{"keepcurrent": "http://127.0.0.1:8001/v1"}\''
         )
     if settings.model_name not in urls:
-        raise ConfigError(
+        raise SettingsError(
             f"KC_MODEL_NAME={settings.model_name!r} is not a key of KC_VLLM_URLS ({', '.join(urls)}): "
             "name the chat model's server after it, or set KC_MODEL_NAME"
         )

@@ -115,11 +115,11 @@ READER := $(DEMO_HOME)/reading
 READER_SFT_DATA := $(addprefix $(DEMO_WORLD)/sft/,grounded.jsonl long_context.jsonl abstain.jsonl updated.jsonl) \
   $(READER)/sft
 ifeq ($(DEMO_BUDGET),full)
-# What ran on one H200 (README: the figures): SFT 3 min (355 of 498 steps), CPT 35 s, RL 40 steps 2 min.
+# What ran on one H200 (README: the figures): SFT 3 min (408 steps), CPT 90 s; RL stopped at step 17 (NaN logits).
 READER_SFT_FLAGS ?= --lora-r 32 --lr 5e-4 --epochs 3 --batch-size 32 --max-length 2048
 READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 40 --eval-every 20 --eval-rows 128 --test-rows 128 \
   --prompts-per-step 8 --num-generations 8
-READER_CPT_FLAGS ?= --lora-r 32 --lr 5e-4 --replay 0.25 --paraphrases 2 --epochs 4 --seq-len 1024 --batch-size 16
+READER_CPT_FLAGS ?= --lora-r 32 --lr 1e-3 --replay 0.25 --paraphrases 2 --epochs 12 --seq-len 1024 --batch-size 16
 EVAL_WORLD_LIMIT ?=
 EVAL_WINDOW ?= 8192
 else

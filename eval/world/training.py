@@ -342,8 +342,9 @@ class _Examples:
         else:
             texts, asked = self._fresh_update()
         others = [shown(d) for d in self.distractors(n_passages - 2, asked.names)]
-        order = self.rng.sample(range(len(others) + 2), len(others) + 2)
-        passages = [([*texts, *others])[k] for k in order]
+        pool = [*texts, *others]  # the newer document is pool[1]
+        order = self.rng.sample(range(len(pool)), len(pool))
+        passages = [pool[k] for k in order]
         gold = order.index(1) + 1
         return grounded_messages(asked.question, passages), passages, gold, asked
 

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from eval.metrics import bootstrap_ci, mean, percentile, truthfulness
+from eval.oracle import ORACLE, oracle_rows
 
 CATEGORY_ORDER = ("retained", "new", "updated", "unanswerable", "multi_hop")
-STRATEGY_ORDER = ("closed_book", "rag", "naive_rag", "long_context", "cpt")
+STRATEGY_ORDER = ("closed_book", "rag", "naive_rag", "long_context", "cpt", "auto", ORACLE)
 
 # Context, not a comparison: another model, another dataset (Ovadia et al. 2024, "Fine-Tuning or
 # Retrieval? Comparing Knowledge Injection in LLMs", Mistral-7B on current-events questions).
@@ -64,6 +66,9 @@ class ResultRow(BaseModel):
     checkpoint_id: str | None = None
     abstain_reason: str | None = None
     model_text: str | None = Field(None, description="the model's text when the gateway replaced it")
+    route: dict[str, Any] | None = Field(
+        None, description="auto (and the oracle router): the route taken, as the gateway's `route`"
+    )
     error: str | None = None
 
     @property
@@ -83,9 +88,12 @@ def _rate(rows: Sequence[ResultRow], attr: str) -> dict[str, Any]:
 def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
     """Per strategy: accuracy and truthfulness (with 95% bootstrap CIs) overall, accuracy per category, EM,
     F1, stale rate on `updated`, abstention accuracy on `unanswerable` and the share of the answerable
-    questions wrongly abstained on, retrieval recall, coverage, latency, tokens."""
+    questions wrongly abstained on, retrieval recall, coverage, latency, tokens (prompt, completion and
+    their sum per answer), and for auto the routes it chose. With two or more of the routable strategies
+    in the rows, the oracle router (eval.oracle) is summarised beside them as `oracle`."""
+    rows = list(rows)
     by_strategy: dict[str, list[ResultRow]] = {}
-    for row in rows:
+    for row in [*rows, *oracle_rows(rows)]:
         if row.variant is None:  # variants (the long_context sweep) have their own table
             by_strategy.setdefault(row.strategy, []).append(row)
     out: dict[str, Any] = {}
@@ -116,7 +124,11 @@ def summarize(rows: Iterable[ResultRow]) -> dict[str, Any]:
             "latency_ms": {"p50": round(percentile(totals, 50), 1), "p95": round(percentile(totals, 95), 1)},
             "prompt_tokens": round(mean([r.prompt_tokens for r in srows]), 1),
             "completion_tokens": round(mean([r.completion_tokens for r in srows]), 1),
+            "tokens": round(mean([r.prompt_tokens + r.completion_tokens for r in srows]), 1),
         }
+        routes = Counter(str(r.route["chosen"]) for r in srows if r.route)
+        if routes:
+            out[strategy]["routes"] = dict(sorted(routes.items(), key=lambda kv: -kv[1]))
     return out
 
 
@@ -164,25 +176,34 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def cost_table(summary: dict[str, Any], costs: dict[str, dict[str, Any]]) -> str:
-    """Accuracy beside what it cost: once, to absorb the new documents, and per question, in prompt."""
-    head = [
-        "strategy",
-        "accuracy",
-        "absorb once (s)",
-        "how",
-        "prompt tok / question",
-        "forgetting (retained)",
-    ]
+    """Accuracy beside what it cost: tokens per answer (prompt + completion, every try of auto's route
+    included), the distance to the best single strategy and the frontier (eval.oracle.frontier, in
+    `costs`), and once, to absorb the new documents; auto's routes and the oracle router's picks."""
+    best = next((c["vs_best"]["best"] for c in costs.values() if c.get("vs_best")), None)
+    head = ["strategy", "accuracy [95% CI]", "tokens / answer", "prompt tok / question",
+            f"Δ accuracy vs {best or 'best'}", f"tokens vs {best or 'best'}", "frontier", "absorb once (s)",
+            "how", "forgetting (retained)", "routes"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in costs.items():
+        s = summary[name]
         seconds = c.get("absorb_seconds")
+        vs = c.get("vs_best") or {}
+        share = vs.get("token_share")
+        delta = (
+            "–" if not vs else f"{vs['accuracy_delta']:+.2f}" + ("" if vs["ci_overlap"] else " (CIs apart)")
+        )
         cells = [
             name,
-            f"{summary[name]['accuracy']['value']:.2f}",
+            _fmt_rate(s["accuracy"]),
+            f"{c.get('tokens', s['prompt_tokens'] + s['completion_tokens']):.0f}",
+            f"{c['prompt_tokens']:.0f}",
+            delta,
+            "–" if share is None else f"{share:.0%}",
+            "yes" if c.get("frontier") else ("ceiling" if name == ORACLE else "–"),
             "not recorded" if seconds is None else f"{seconds:.1f}",
             c.get("how", ""),
-            f"{c['prompt_tokens']:.0f}",
             _num(c.get("forgetting_retained"), "+.2f"),
+            " · ".join(f"{route} {n}" for route, n in (s.get("routes") or {}).items()) or "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -258,24 +279,39 @@ def plots(
     }
     panels = 2 if absorbed else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    per_answer = {n: summary[n].get("tokens", summary[n]["prompt_tokens"]) for n in strategies}
     for ax, (label, xs) in zip(
         axes[0],
-        [("prompt tokens per question", {n: summary[n]["prompt_tokens"] for n in strategies}),
+        [("tokens per answer (prompt + completion)", per_answer),
          ("seconds to absorb the new documents (once)", absorbed)],
         strict=False,
     ):  # fmt: skip
         points: dict[tuple[float, float], list[str]] = {}  # strategies at the same point share a label
         for name, x in xs.items():
             points.setdefault((x, summary[name]["accuracy"]["value"]), []).append(name)
-        for (x, y), names in points.items():
-            ax.scatter(x, y, s=60)
-            ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        for i, ((x, y), names) in enumerate(sorted(points.items())):
+            star = names == [ORACLE]
+            ax.scatter(x, y, s=140 if star else 60, marker="*" if star else "o")
+            # Neighbours in x get their labels at three heights, so that close points stay legible.
+            ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(4, 4 + 10 * (i % 3)),
+                        textcoords="offset points")  # fmt: skip
+        if label.startswith("tokens"):
+            # The frontier of what this run can serve: no other system as accurate for fewer tokens.
+            front = sorted((xs[n], summary[n]["accuracy"]["value"]) for n, c in (costs or {}).items()
+                           if c.get("frontier") and n in xs)  # fmt: skip
+            if len(front) > 1:
+                ax.plot(*zip(*front, strict=True), linestyle="--", color="grey", linewidth=1)
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         if label.startswith("seconds"):
             ax.set_xscale("symlog", linthresh=1.0)
-    fig.suptitle("Accuracy against cost")
+        elif xs and min(xs.values()) > 0:  # costs a hundred times apart (closed book, long context)
+            ax.set_xscale("log")
+    legend = (
+        " (dashed: the frontier of what can be served; ★: the oracle router)" if ORACLE in summary else ""
+    )
+    fig.suptitle(f"Accuracy against cost{legend}")
     out["accuracy_vs_cost"] = _png(fig)
     plt.close(fig)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STRATEGY_NAMES = ("closed_book", "rag", "long_context", "cpt", "naive_rag")
+STRATEGY_NAMES = ("closed_book", "rag", "long_context", "cpt", "naive_rag", "auto")
 
 
 def _floats(text: str, what: str) -> list[float]:

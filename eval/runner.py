@@ -26,6 +26,7 @@ from core.config_flags import to_jsonable
 from core.settings import Settings
 from eval.backends import Backend, Http, InProcess
 from eval.metrics import recall_at_k, score_answer
+from eval.oracle import frontier
 from eval.questions import Question, QuestionFile, load_questions
 from eval.report import ResultRow, write_report
 from eval.run_config import RunConfig
@@ -163,7 +164,8 @@ def score(
         retrieved=retrieved, prompt_tokens=usage.get("prompt_tokens", 0),
         completion_tokens=usage.get("completion_tokens", 0), retrieve_ms=latency.get("retrieve_ms", 0.0),
         generate_ms=latency.get("generate_ms", 0.0), checkpoint_id=answer.get("checkpoint_id"),
-        abstain_reason=answer.get("abstain_reason"), model_text=answer.get("model_text"), **row,
+        abstain_reason=answer.get("abstain_reason"), model_text=answer.get("model_text"),
+        route=answer.get("route"), **row,
     )  # fmt: skip
 
 
@@ -306,18 +308,27 @@ def absorb_costs(
     summary: dict[str, Any], ingest_seconds: float | None, cpt_seconds: float | None
 ) -> dict[str, dict[str, Any]]:
     """Per strategy: seconds spent once to absorb the new documents, prompt tokens paid per question,
-    and for cpt the forgetting (closed_book's retained accuracy minus cpt's, same run)."""
+    tokens per answer with the frontier and the distance to the best single strategy (eval.oracle), and
+    for cpt the forgetting (closed_book's retained accuracy minus cpt's, same run)."""
     once = {
         "closed_book": (0.0, "nothing is absorbed"),
         "long_context": (0.0, "nothing once; every question pays in prompt tokens"),
         "rag": (ingest_seconds, "ingest (--ingest-seconds)"),
         "naive_rag": (ingest_seconds, "ingest, the same index as rag"),
         "cpt": (cpt_seconds, "CPT training (lineage.json metrics)"),
+        "auto": (ingest_seconds, "ingest, the same index as rag"),
+        "oracle": (None, "a ceiling: the cheapest right strategy per question, known after the fact"),
     }
+    front = frontier(summary)
     out: dict[str, dict[str, Any]] = {}
     for name, s in summary.items():
         seconds, how = once.get(name.split(" (")[0], (None, ""))  # a reference row: "rag (θ0)"
-        out[name] = {"absorb_seconds": seconds, "how": how, "prompt_tokens": s["prompt_tokens"]}
+        out[name] = {
+            "absorb_seconds": seconds,
+            "how": how,
+            "prompt_tokens": s["prompt_tokens"],
+            **front[name],
+        }
     retained = {n: s["by_category"].get("retained") for n, s in summary.items()}
     if retained.get("cpt") and retained.get("closed_book"):
         out["cpt"]["forgetting_retained"] = round(
@@ -428,7 +439,9 @@ def _settings_record(backend: Backend) -> dict[str, Any]:
     """The KC_* settings that shape the answers (in-process: what ran; over HTTP: this side's, for
     naive_rag and the max_tokens sent)."""
     keys = ("engine", "home", "model", "cpt_model", "embedder", "chunk_tokens", "rag_k", "rag_min_score",
-            "rag_min_support", "max_prompt_tokens", "default_max_tokens", "max_batch_size")  # fmt: skip
+            "rag_min_support", "max_prompt_tokens", "default_max_tokens", "max_batch_size", "auto_routes",
+            "auto_cutoff", "auto_fallback_on_gate", "auto_lc_k", "auto_lc_margin_chars",
+            "auto_lc_max_prompt_tokens")  # fmt: skip
     record = {k: to_jsonable(getattr(backend.settings, k)) for k in keys}
     record["home"] = str(backend.settings.resolved_home)
     record["naive_rag_k"] = NAIVE_K

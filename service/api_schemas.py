@@ -14,9 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-StrategyName = Literal["closed_book", "rag", "long_context", "cpt"]
-STRATEGIES: tuple[StrategyName, ...] = ("closed_book", "rag", "long_context", "cpt")
-AskStrategy = Literal["closed_book", "rag", "long_context", "cpt", "compare"]
+StrategyName = Literal["closed_book", "rag", "long_context", "cpt", "auto"]
+STRATEGIES: tuple[StrategyName, ...] = ("closed_book", "rag", "long_context", "cpt", "auto")
+AskStrategy = Literal["closed_book", "rag", "long_context", "cpt", "auto", "compare"]
+# What `auto` may route a question to (service/strategies/auto.py), in the order it tries them.
+RouteStrategy = Literal["closed_book", "cpt", "rag", "long_context"]
+ROUTE_ORDER: tuple[RouteStrategy, ...] = ("closed_book", "cpt", "rag", "long_context")
 FinishReason = Literal["stop", "length"]
 
 
@@ -68,6 +71,31 @@ class Coverage(BaseModel):
     prompt_budget_tokens: int
 
 
+class RouteStep(BaseModel):
+    """One route `auto` considered, in the order it considered them."""
+
+    strategy: RouteStrategy
+    outcome: Literal["answered", "insufficient", "skipped"] = Field(
+        description="answered: its answer is the one returned; insufficient: it ran and its passages or "
+        "its answer did not hold up, so auto went on; skipped: a signal ruled it out before it ran."
+    )
+    reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Route(BaseModel):
+    """`auto` only: the route the answer took and why (streamed before the first token)."""
+
+    chosen: RouteStrategy | Literal["abstain"] = Field(
+        description="The strategy whose text follows, or abstain when none could answer."
+    )
+    tried: list[RouteStep] = Field(
+        description="Every route considered so far; a fallback still generating is added by the answer."
+    )
+    reason: str = Field(description="Why the chosen route, in one sentence.")
+
+
 class Answer(BaseModel):
     text: str
     strategy: StrategyName
@@ -87,6 +115,7 @@ class Answer(BaseModel):
     model_text: str | None = Field(
         None, description="What the model wrote, when the gateway replaced it (support check failed)."
     )
+    route: Route | None = Field(None, description="auto: the route taken and why; null otherwise.")
 
 
 class AskRequest(_Request):
@@ -200,6 +229,7 @@ class AnswerMeta(BaseModel):
     latency: Latency | None = None
     index_version: int | None = None
     coverage: Coverage | None = None
+    route: Route | None = None
 
 
 def completion_id() -> str:

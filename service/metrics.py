@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, latency histograms, tokens, abstentions, queue depth.
+"""Prometheus metrics: requests, latency histograms, tokens, abstentions, auto's routes, queue depth.
 
 Each app has its own registry (several apps in one test process must not collide). Requests are labelled
 by route template, never by raw path, to keep the label set bounded.
@@ -47,6 +47,14 @@ class Metrics:
         self.abstentions = Counter(
             "kc_abstentions", "Answers that abstained, by strategy.", ["strategy"], registry=r
         )
+        # Bounded labels: four routes or abstain, and the routes that ran before it (at most 2^4 paths).
+        self.routes = Counter(
+            "kc_routes",
+            "auto's answers by the route chosen and the routes that ran for it, in order (e.g. "
+            "rag>long_context).",
+            ["chosen", "path"],
+            registry=r,
+        )
         Gauge("kc_queue_depth", "Requests waiting for a batch slot.", registry=r).set_function(queue_depth)
         Gauge("kc_running_requests", "Requests generating now.", registry=r).set_function(running)
 
@@ -60,6 +68,9 @@ class Metrics:
         self.phase.labels(answer.strategy, "generate").observe(answer.latency.generate_ms / 1000)
         if answer.abstained:
             self.abstentions.labels(answer.strategy).inc()
+        if answer.route is not None:
+            ran = [step.strategy for step in answer.route.tried if step.outcome != "skipped"]
+            self.routes.labels(answer.route.chosen, ">".join(ran) or "none").inc()
 
 
 class MetricsMiddleware:

@@ -5,12 +5,15 @@ KC_MODEL=var/checkpoints/sft/tiny-1a2b KC_API_KEY=... python -m service
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from core.settings import Settings
+from service.api_schemas import ROUTE_ORDER, RouteStrategy
 
 EngineKind = Literal["embedded", "vllm"]
 
@@ -68,6 +71,11 @@ class ServiceSettings(Settings):
         description="rag: the relevance gate and the support check; off, rag abstains only when the model "
         "says so (for measuring what the gates cost in answerable accuracy).",
     )
+    rag_supersede: bool = Field(
+        True,
+        description="rag: read 2k passages, drop those a newer passage about the question's subject "
+        "supersedes (rag.supersede), keep the best k.",
+    )
     rag_min_support: float = Field(
         0.5,
         ge=0,
@@ -75,6 +83,87 @@ class ServiceSettings(Settings):
         description="rag: abstain when less than this share of the answer's words occur in the passages "
         "it cites.",
     )
+
+    # auto: the router's policy (service/strategies/auto.py); checked when the settings are read, so that a
+    # bad value stops `python -m service` at start-up with the variable named.
+    auto_routes: Annotated[tuple[RouteStrategy, ...], NoDecode] = Field(
+        ("rag", "long_context"),
+        description="auto: the routes it may take, comma-separated, in the order it tries them (closed_book, "
+        "cpt, rag, long_context); rag is required: its retrieval is every other route's signal.",
+    )
+    auto_cutoff: dt.date | None = Field(
+        None,
+        description="auto: the chat model's knowledge cutoff (YYYY-MM-DD); closed_book is tried only for a "
+        "question that names no later date and retrieves only passages dated before it. Required with "
+        "closed_book in KC_AUTO_ROUTES.",
+    )
+    auto_fallback_on_gate: bool = Field(
+        False,
+        description="auto: when rag's relevance gate finds no relevant passage, fall back to long context "
+        "as Self-Route does (true), or abstain at once without generating (false: measured better, see "
+        "service/strategies/auto.py).",
+    )
+    auto_lc_k: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="auto: passages retrieved for the long-context fallback; their documents, best first, "
+        "make its prompt (at least KC_RAG_K).",
+    )
+    auto_lc_margin_chars: int = Field(
+        1500,
+        ge=0,
+        description="auto: characters of a document kept on each side of a retrieved passage in the "
+        "fallback; a document no longer than its passages and margins goes whole.",
+    )
+    auto_lc_max_prompt_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="auto: the fallback's prompt budget in tokens (its cost ceiling); default: the "
+        "long_context strategy's (the window, KC_MAX_PROMPT_TOKENS).",
+    )
+
+    @field_validator("auto_routes", mode="before")
+    @classmethod
+    def _split_routes(cls, v: Any) -> Any:
+        names = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+        if isinstance(names, list | tuple):
+            unknown = [x for x in names if x not in ROUTE_ORDER]
+            if unknown:
+                raise ValueError(
+                    f"KC_AUTO_ROUTES: unknown route {unknown[0]!r}: use {', '.join(ROUTE_ORDER)}"
+                )
+            return tuple(names)
+        return v
+
+    @field_validator("auto_routes")
+    @classmethod
+    def _routes_in_order(cls, v: tuple[RouteStrategy, ...]) -> tuple[RouteStrategy, ...]:
+        given = ",".join(v)
+        if "rag" not in v:
+            raise ValueError(
+                f"KC_AUTO_ROUTES={given!r} must include rag: its retrieval is what auto routes on"
+            )
+        if list(v) != sorted(set(v), key=ROUTE_ORDER.index):
+            raise ValueError(
+                f"KC_AUTO_ROUTES={given!r}: list each route once, in the order auto tries them "
+                f"({', '.join(ROUTE_ORDER)}), cheapest first"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _auto_consistent(self) -> Self:
+        if "closed_book" in self.auto_routes and self.auto_cutoff is None:
+            raise ValueError(
+                "KC_AUTO_ROUTES has closed_book but KC_AUTO_CUTOFF is unset: give the chat model's knowledge "
+                "cutoff (YYYY-MM-DD), or drop closed_book"
+            )
+        if self.auto_lc_k < self.rag_k:
+            raise ValueError(
+                f"KC_AUTO_LC_K={self.auto_lc_k} must be at least KC_RAG_K={self.rag_k}: the fallback reads "
+                "the documents of at least rag's passages"
+            )
+        return self
 
     @field_validator("vllm_urls")
     @classmethod

@@ -1,14 +1,17 @@
-"""`POST /ask {question, strategy}`: one strategy, or `compare` for all four side by side.
+"""`POST /ask {question, strategy}`: one strategy, `auto` (routed per question), or `compare` for all of
+them side by side.
 
 With `stream: true` the answer comes as server-sent events, sources before the first token:
 
+    event: route     auto only, first: {chosen, tried, reason} (service.api_schemas.Route)
     event: sources   {strategy, model, checkpoint_id, index_version, retrieve_ms, sources, coverage}
     event: token     {"text": "..."}                  (repeated)
     event: answer    the full Answer: final text, citations, usage, latency, abstained
     event: error     the error envelope, if generation fails midway
 
 For rag the final `answer` may differ from the streamed tokens: the support check runs on the whole
-answer and may replace it with ABSTAIN_ANSWER (`abstained`, and the model's text in `model_text`).
+answer and may replace it with ABSTAIN_ANSWER (`abstained`, and the model's text in `model_text`); so
+may auto's check of its long-context fallback, whose final `answer.route` adds that try's outcome.
 """
 
 from __future__ import annotations
@@ -63,8 +66,12 @@ async def ask(
         "coverage": p.coverage.model_dump(mode="json") if p.coverage else None,
     }
 
+    route = stream.route
+
     async def events() -> AsyncIterator[bytes]:
         try:
+            if route is not None:
+                yield event("route", route.model_dump_json())
             yield event("sources", json.dumps(sources))
             async for piece in stream:
                 yield event("token", json.dumps({"text": piece}))

@@ -1,8 +1,10 @@
 """`POST /v1/chat/completions`: OpenAI-compatible, plain or streamed (SSE), optionally through a strategy.
 
 `model` picks the model (GET /v1/models). The extension field `strategy` answers the last user turn
-through closed_book, rag, long_context or cpt: the strategy builds the prompt for that turn (earlier
+through closed_book, rag, long_context, cpt or auto: the strategy builds the prompt for that turn (earlier
 turns are kept before it) and the response carries `keepcurrent` with citations, latencies and versions.
+With auto, `keepcurrent.route` says which route answered and why; streamed, the first chunk (the
+assistant role, before any content) already carries it.
 """
 
 from __future__ import annotations
@@ -118,7 +120,14 @@ class _Reply:
         return AnswerMeta(
             strategy=a.strategy, checkpoint_id=a.checkpoint_id, abstained=a.abstained, citations=a.citations,
             sources=a.sources, latency=a.latency, index_version=a.index_version, coverage=a.coverage,
+            route=a.route,
         )  # fmt: skip
+
+    def route_meta(self, checkpoint_id: str) -> AnswerMeta | None:
+        """auto: the route, known before the first token (the first streamed chunk carries it)."""
+        if self.answer is None or self.answer.route is None:
+            return None
+        return AnswerMeta(strategy="auto", checkpoint_id=checkpoint_id, route=self.answer.route)
 
     def record(self, metrics: Metrics) -> None:
         if self.answer is not None:
@@ -195,7 +204,7 @@ async def chat_completions(
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            yield chunk(ChoiceDelta(role="assistant", content=""))
+            yield chunk(ChoiceDelta(role="assistant", content=""), meta=reply.route_meta(checkpoint_id))
             async for piece in reply.pieces():
                 yield chunk(ChoiceDelta(content=piece))
             reply.record(metrics)

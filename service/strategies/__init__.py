@@ -1,7 +1,9 @@
-"""The four ways to answer a question about knowledge newer than the model, and the runner that drives them.
+"""The four ways to answer a question about knowledge newer than the model, `auto` that routes between them,
+and the runner that drives them.
 
     strategies = Strategies(StrategyContext(engine, retriever, documents, settings, "keepcurrent", None))
     answer = await strategies.answer("rag", "Who leads Kelvor Dynamics?")
+    answer = await strategies.answer("auto", "Who leads Kelvor Dynamics?")   # answer.route says which
 
 The HTTP routes and the eval harness both go through `Strategies`, so what is measured is what users get.
 """
@@ -19,39 +21,59 @@ from service.api_schemas import (
     Answer,
     CompareResponse,
     Latency,
+    Route,
     StrategyError,
     StrategyName,
     Usage,
 )
 from service.engines import find_card
 from service.errors import APIError, BadRequest
-from service.strategies.base import Finished, Prepared, Strategy, StrategyContext
+from service.strategies.auto import Auto, Routed
+from service.strategies.base import (
+    Finished,
+    Finisher,
+    Prepared,
+    Spent,
+    Strategy,
+    StrategyContext,
+    with_history,
+)
 from service.strategies.closed_book import ClosedBook
 from service.strategies.cpt import ContinuedPretraining
 from service.strategies.long_context import LongContext
 from service.strategies.rag import Rag
 
-__all__ = ["AnswerStream", "Prepared", "Strategies", "StrategyContext"]
+__all__ = ["AnswerStream", "Auto", "Prepared", "Strategies", "StrategyContext"]
 
 
 class AnswerStream:
-    """A started answer: iterate it for the text as it is generated, then read `answer`."""
+    """A started answer: iterate it for the text as it is generated, then read `answer`.
+
+    `routed` (auto) is the route taken: `route` is known before the first token, and what the routes tried
+    before it spent is added to the answer's usage and latency."""
 
     def __init__(
         self,
-        strategy: Strategy,
+        strategy: Finisher,
         prepared: Prepared,
         generation: Generation | None,
         checkpoint_id: str,
         t0: float,
+        routed: Routed | None = None,
     ) -> None:
         self.strategy = strategy
         self.prepared = prepared
         self.generation = generation
         self.checkpoint_id = checkpoint_id
+        self.routed = routed
         self._t0 = t0
         self._t_generate = time.perf_counter()
         self._answer: Answer | None = None
+
+    @property
+    def route(self) -> Route | None:
+        """auto: the route as known before the first token (the answer's adds the fallback's outcome)."""
+        return self.routed.route if self.routed is not None else None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         p = self.prepared
@@ -79,6 +101,9 @@ class AnswerStream:
             done = self.strategy.finish(p, text)
         else:
             done = Finished(ABSTAIN_ANSWER, [], True, abstain_reason)
+        spent = self.routed.spent if self.routed is not None else Spent()
+        prompt_tokens = last.prompt_tokens + spent.prompt_tokens
+        completion_tokens = last.completion_tokens + spent.completion_tokens
         return Answer(
             text=done.text,
             strategy=p.strategy,
@@ -89,19 +114,20 @@ class AnswerStream:
             citations=done.citations,
             sources=p.sources,
             usage=Usage(
-                prompt_tokens=last.prompt_tokens,
-                completion_tokens=last.completion_tokens,
-                total_tokens=last.prompt_tokens + last.completion_tokens,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
             ),
             latency=Latency(
-                retrieve_ms=round(p.retrieve_ms, 3),
-                generate_ms=round(generate_ms, 3),
+                retrieve_ms=round(p.retrieve_ms + spent.retrieve_ms, 3),
+                generate_ms=round(generate_ms + spent.generate_ms, 3),
                 total_ms=round((now - self._t0) * 1000, 3),
             ),
             index_version=p.index_version,
             coverage=p.coverage,
             finish_reason="length" if last.finish_reason == "length" else "stop",
             model_text=done.model_text,
+            route=self.routed.final_route(done, last) if self.routed is not None else None,
         )
 
     async def result(self) -> Answer:
@@ -129,11 +155,18 @@ class AnswerStream:
 class Strategies:
     def __init__(self, ctx: StrategyContext) -> None:
         self.ctx = ctx
+        closed_book, rag, long_context, cpt = (
+            ClosedBook(ctx), Rag(ctx), LongContext(ctx), ContinuedPretraining(ctx)
+        )  # fmt: skip
         self.by_name: dict[StrategyName, Strategy] = {
-            s.name: s for s in (ClosedBook(ctx), Rag(ctx), LongContext(ctx), ContinuedPretraining(ctx))
+            s.name: s for s in (closed_book, rag, long_context, cpt)
         }
+        # auto composes the same instances (long_context's token counts are cached once for both).
+        self.auto = Auto(ctx, rag=rag, long_context=long_context, closed_book=closed_book, cpt=cpt)
 
-    def get(self, name: str) -> Strategy:
+    def get(self, name: str) -> Strategy | Auto:
+        if name == "auto":
+            return self.auto
         if name not in self.by_name:
             raise BadRequest(
                 f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}", param="strategy"
@@ -142,7 +175,7 @@ class Strategies:
 
     async def start(
         self,
-        strategy: str | Strategy,
+        strategy: str | Strategy | Auto,
         question: str,
         *,
         max_tokens: int,
@@ -154,13 +187,21 @@ class Strategies:
         """Prepare the prompt and queue the generation; refusals (bad model, full queue) raise here.
 
         `strategy` is a name, or a strategy object (the eval harness's variants of one). `history`
-        (earlier chat turns) goes between the strategy's system prompt and its question."""
+        (earlier chat turns) goes between the strategy's system prompt and its question. `auto` decides its
+        route here: the tries before the chosen route run to their end before this returns."""
         t0 = time.perf_counter()
         if isinstance(strategy, str):
             strategy = self.get(strategy)
+        if isinstance(strategy, Auto):
+            routed = await strategy.route(
+                question, model=model, k=k, max_tokens=max_tokens, params=params, history=history
+            )
+            card = find_card(self.ctx.engine.models(), routed.prepared.model)
+            return AnswerStream(
+                routed.finisher, routed.prepared, routed.generation, card.checkpoint_id, t0, routed
+            )
         prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
-        if history:
-            prepared.messages = [prepared.messages[0], *history, *prepared.messages[1:]]
+        prepared.messages = with_history(prepared.messages, history)
         card = find_card(self.ctx.engine.models(), prepared.model)
         generation = None
         if prepared.abstain_reason is None:
@@ -182,7 +223,8 @@ class Strategies:
         return await stream.result()
 
     async def compare(self, question: str, *, max_tokens: int, k: int | None = None) -> CompareResponse:
-        """Every strategy on the same question, side by side (one failing does not fail the others)."""
+        """Every strategy and auto on the same question, side by side (one failing does not fail the
+        others)."""
 
         async def one(name: StrategyName) -> Answer | StrategyError:
             try:

@@ -15,7 +15,7 @@ from typing import Protocol
 # Answer matching lives in core.answers; re-exported here for the strategies that import it from base.
 from core.answers import is_abstention as is_abstention
 from core.answers import strip_citations as strip_citations
-from core.engine import Engine
+from core.engine import Completion, Engine
 from core.prompts import Message
 from core.protocols import Retriever
 from service.api_schemas import Citation, Coverage, StrategyName
@@ -56,14 +56,38 @@ class Finished:
     model_text: str | None = None  # the model's own text when the gateway replaced it
 
 
-class Strategy(Protocol):
+@dataclass
+class Spent:
+    """What the routes `auto` tried before the one that answers cost: it counts in the answer's usage and
+    latency (a fallback pays for its failed first try)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retrieve_ms: float = 0.0
+    generate_ms: float = 0.0
+
+    def add(self, done: Completion) -> None:
+        self.prompt_tokens += done.prompt_tokens
+        self.completion_tokens += done.completion_tokens
+
+
+class Finisher(Protocol):
+    """What turns the model's text into the answer: a strategy, or auto's check of the route it took."""
+
+    def finish(self, prepared: Prepared, text: str) -> Finished: ...
+
+
+class Strategy(Finisher, Protocol):
     name: StrategyName
 
     async def prepare(
         self, question: str, *, model: str | None, k: int | None, max_tokens: int
     ) -> Prepared: ...
 
-    def finish(self, prepared: Prepared, text: str) -> Finished: ...
+
+def with_history(messages: list[Message], history: list[Message] | None) -> list[Message]:
+    """A strategy's messages with earlier chat turns between its system prompt and its question."""
+    return [messages[0], *history, *messages[1:]] if history else messages
 
 
 # --- text helpers of rag's relevance gate and support check (answer matching itself: core.answers) ---

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.report import ResultRow, compare_summaries, summarize, write_report
+from eval.oracle import frontier, oracle_rows
+from eval.report import ResultRow, compare_summaries, cost_table, summarize, write_report
+from eval.runner import absorb_costs
 
 PROMPT_TOKENS = {"closed_book": 20, "rag": 300, "long_context": 900, "cpt": 20}
 
@@ -45,8 +47,9 @@ def make_rows(accuracy: dict[str, float], n: int = 40, seed: int = 0) -> list[Re
 def test_summary_counts_rates_and_intervals() -> None:
     rows = make_rows({"closed_book": 0.2, "rag": 0.8, "long_context": 0.5})
     s = summarize(rows)
-    assert set(s) == {"closed_book", "rag", "long_context"}
-    for name, row in s.items():
+    assert set(s) == {"closed_book", "rag", "long_context", "oracle"}  # the oracle router beside them
+    for name in ("closed_book", "rag", "long_context"):
+        row = s[name]
         exact = sum(r.correct for r in rows if r.strategy == name) / 40
         assert row["accuracy"]["value"] == pytest.approx(exact)
         lo, hi = row["accuracy"]["ci95"]
@@ -126,3 +129,54 @@ def test_compare_reports_deltas() -> None:
         b["rag"]["accuracy"]["value"] - a["rag"]["accuracy"]["value"]
     )
     assert rows["cpt"] == {"strategy": "cpt", "only_in": "b"}
+
+
+def answered(strategy: str, question: int, correct: bool, tokens: int, **extra: object) -> ResultRow:
+    return ResultRow(
+        question_id=f"q{question}", category="new", question=f"Q{question}?", strategy=strategy, answer="x",
+        correct=correct, exact_match=correct, f1=float(correct), abstained=False, stale=False,
+        prompt_tokens=tokens - 5 if tokens else 0, completion_tokens=5 if tokens else 0, **extra,
+    )  # fmt: skip
+
+
+def test_oracle_router_takes_the_cheapest_right_strategy_and_auto_is_placed_on_the_frontier() -> None:
+    table = {  # question: (closed_book, rag, long_context) as (right?, tokens)
+        0: ((True, 25), (True, 300), (True, 900)),  # all right: the cheapest, closed_book
+        1: ((False, 25), (True, 300), (True, 900)),  # rag
+        2: ((False, 25), (False, 300), (True, 900)),  # only long context
+        3: ((False, 25), (False, 0), (False, 900)),  # none right: the cheapest answer, rag's gate (free)
+    }
+    names = ("closed_book", "rag", "long_context")
+    rows = [answered(name, q, ok, tok) for q, outcomes in table.items()
+            for name, (ok, tok) in zip(names, outcomes, strict=True)]  # fmt: skip
+    route = {"chosen": "rag", "tried": [], "reason": "r"}
+    rows += [answered("auto", q, q != 3, 300, route=route) for q in table]
+    # Not routable: the yardstick, another run's answers, a failed answer, a sweep variant.
+    rows += [answered("naive_rag", 2, False, 1000), answered("rag (θ0)", 2, True, 1)]
+    rows += [
+        answered("closed_book", 4, False, 1, error="boom"),
+        answered("closed_book", 2, True, 1, variant="v"),
+    ]
+    oracle = {r.question_id: r for r in oracle_rows(rows)}
+    assert {q: (r.route or {})["chosen"] for q, r in oracle.items()} == {
+        "q0": "closed_book", "q1": "rag", "q2": "long_context", "q3": "rag"
+    }  # fmt: skip
+    assert [r.correct for r in oracle.values()] == [True, True, True, False]
+    assert oracle_rows([r for r in rows if r.strategy == "rag"]) == []  # one strategy: nothing to route
+
+    summary = summarize(rows)
+    oracle_summary = summary["oracle"]
+    assert oracle_summary["accuracy"]["value"] == 0.75
+    assert oracle_summary["tokens"] == pytest.approx((25 + 300 + 900 + 0) / 4, abs=0.1)
+    assert summary["auto"]["routes"] == {"rag": 4} and "routes" not in summary["rag"]
+    front = frontier(summary)
+    best = front["auto"]["vs_best"]  # long context is the most accurate single strategy (0.75)
+    assert best["best"] == "long_context" and best["accuracy_delta"] == 0 and best["ci_overlap"]
+    assert best["token_share"] == pytest.approx(300 / 900, abs=1e-4)
+    # auto (0.75 at 300 tokens) retires long context (0.75 at 900) and naive_rag (0 at 1000).
+    assert {n for n, f in front.items() if f["frontier"]} == {"closed_book", "rag", "auto"}
+    assert front["rag"]["vs_best"]["accuracy_delta"] == -0.25 and front["rag"]["tokens"] == 225
+    costs = absorb_costs(summary, 10.0, None)
+    assert costs["auto"]["absorb_seconds"] == 10.0 and costs["auto"]["tokens"] == 300
+    md = cost_table(summary, costs)
+    assert "| Δ accuracy vs long_context |" in md and "ceiling" in md and "| rag 4 |" in md

@@ -74,7 +74,7 @@ def test_in_process_run_writes_every_report_file(
 
     rows = read_results(run_dir / "results.jsonl")
     main_rows = [r for r in rows if r.variant is None]
-    strategies = ("closed_book", "rag", "naive_rag", "long_context", "cpt")
+    strategies = ("closed_book", "rag", "naive_rag", "long_context", "cpt", "auto")
     assert len(main_rows) == 10 * len(strategies)  # 2 questions of each of the 5 files
     assert {(r.question_id, r.strategy) for r in main_rows} == {
         (f"{c}-000{i}", s) for c in CATEGORIES for i in (1, 2) for s in strategies
@@ -99,7 +99,10 @@ def test_in_process_run_writes_every_report_file(
     assert {r.answer_position for r in sweep if r.variant == "n=4,pos=1"} == {1.0}
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["strategies"]) == set(strategies) and summary["skipped"] == {}
+    assert set(summary["strategies"]) == {*strategies, "oracle"} and summary["skipped"] == {}
+    auto = [r for r in main_rows if r.strategy == "auto"]
+    assert all(r.route and r.route["tried"][0]["strategy"] == "rag" for r in auto)
+    assert sum(summary["strategies"]["auto"]["routes"].values()) == 10
     assert summary["index_version"] == 1 and summary["index"]["documents"] == 16
     assert Path(summary["model_path"]) == nano_model.resolve() and summary["engine"] == "embedded"
     assert summary["config"]["limit"] == 2 and summary["questions"] == 10
@@ -108,6 +111,8 @@ def test_in_process_run_writes_every_report_file(
     costs = summary["costs"]
     assert costs["rag"]["absorb_seconds"] == 12.5 and costs["cpt"]["absorb_seconds"] == 42.5
     assert costs["long_context"]["absorb_seconds"] == 0.0 and "forgetting_retained" in costs["cpt"]
+    assert costs["auto"]["vs_best"]["best"] in ("closed_book", "rag", "long_context", "cpt")
+    assert summary["settings"]["auto_routes"] == ["rag", "long_context"]
     assert set(summary["lc_sweep_results"]) == {"2", "4"}
     s = summary["strategies"]["rag"]
     assert s["abstention_accuracy"]["n"] == 2 and s["latency_ms"]["p95"] >= s["latency_ms"]["p50"]
@@ -219,10 +224,11 @@ def test_http_mode_against_a_live_gateway(
     summary = json.loads((home / "reports/h1/summary.json").read_text())
     assert summary["mode"] == "http" and summary["gateway"] == gateway.url
     assert summary["checkpoint_id"] == "sft/nano-service" and summary["index_version"] == 1
-    assert set(summary["strategies"]) == {"closed_book", "rag", "naive_rag", "long_context"}
+    assert set(summary["strategies"]) == {"closed_book", "rag", "naive_rag", "long_context", "auto", "oracle"}
     assert "cpt" in summary["skipped"]
     rows = read_results(home / "reports/h1/results.jsonl")
-    assert len(rows) == 5 * 4 and not [r for r in rows if r.error]
+    assert len(rows) == 5 * 5 and not [r for r in rows if r.error]
+    assert all(r.route for r in rows if r.strategy == "auto")  # /ask's route, kept in the results
     assert all(r.retrieved for r in rows if r.strategy == "naive_rag")  # the local index, same KC_HOME
     assert all(r.recall_at_k is not None for r in rows if r.strategy == "rag")
     assert all(r.checkpoint_id == "sft/nano-service" for r in rows)

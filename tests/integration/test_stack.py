@@ -24,7 +24,7 @@ from stack_support import Ingested, Stack, ingest, missing
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHAT, CPT = "keepcurrent", "keepcurrent-cpt"
-STRATEGIES = ("closed_book", "rag", "long_context", "cpt")
+STRATEGIES = ("closed_book", "rag", "long_context", "cpt", "auto")
 
 
 def ask(gateway: httpx.Client, question: str, strategy: str) -> dict[str, Any]:

@@ -285,9 +285,10 @@ def test_cpt_answers_with_the_cpt_checkpoint(indexed: ServiceSettings, nano_cpt:
 def test_compare_answers_with_every_strategy(client: TestClient) -> None:
     r = ask(client, question=QUESTION, strategy="compare", max_tokens=4)
     answers = r["answers"]
-    assert set(answers) == {"closed_book", "rag", "long_context", "cpt"}
-    for name in ("closed_book", "rag", "long_context"):
+    assert set(answers) == {"closed_book", "rag", "long_context", "cpt", "auto"}
+    for name in ("closed_book", "rag", "long_context", "auto"):
         assert answers[name]["strategy"] == name and "usage" in answers[name]
+    assert answers["auto"]["route"]["tried"][0]["strategy"] == "rag" and answers["rag"]["route"] is None
     assert answers["cpt"]["error"]["code"] == "no_cpt_checkpoint"
 
 
@@ -320,7 +321,7 @@ def parse_events(lines: Any) -> list[tuple[str, Any]]:
     return events
 
 
-@pytest.mark.parametrize("strategy", ["closed_book", "rag", "long_context"])
+@pytest.mark.parametrize("strategy", ["closed_book", "rag", "long_context", "auto"])
 def test_chat_completions_through_a_strategy(client: TestClient, strategy: str) -> None:
     r = client.post(
         "/v1/chat/completions",
@@ -332,6 +333,7 @@ def test_chat_completions_through_a_strategy(client: TestClient, strategy: str) 
     meta = r.json()["keepcurrent"]
     assert meta["strategy"] == strategy and meta["checkpoint_id"] == "sft/nano-service"
     assert (meta["index_version"] is None) == (strategy == "closed_book")
+    assert (meta["route"] is None) == (strategy != "auto")
 
 
 def test_rag_gates_off_leave_abstention_to_the_model(service_settings: ServiceSettings) -> None:

@@ -73,8 +73,8 @@ class ServiceSettings(Settings):
     )
     rag_supersede: bool = Field(
         True,
-        description="rag: read 2k passages, drop those a newer passage about the question's subject "
-        "supersedes (rag.supersede), keep the best k.",
+        description="rag: read 2k passages, drop the older ones about the question's subject that a newer "
+        "one about it contradicts (rag.supersede), keep the best k.",
     )
     rag_min_support: float = Field(
         0.5,

@@ -5,6 +5,17 @@ Its passages are the retriever's mode="hybrid" ranking, the one fusion of the de
 read): one read of the index state and one query for the passages per question, plus one query for each
 missing name the gate looks up.
 
+Passages go stale: a 2023 profile says Gesdi Motors employs Eshen Hainte, 2025 news says Kaste Labs
+does, and both rank high for "Which company does Eshen Hainte work for?". With `KC_RAG_SUPERSEDE` (on by
+default) rag reads 2k passages, retires the older ones about the question's subject that a newer passage
+about it contradicts (`supersede`), and keeps the best k of the rest. Measured with `bench/gates.py`
+(tiny world, seed 0; index of corpus_pre + docs_post; k=4): passages holding a stale answer on
+`updated` questions 31/31 -> 1/31, holding the current one 27/31 -> 31/31, `multi_hop` 5/30 -> 8/30,
+`retained` 0 of 100 changed; the Python pages' 79 questions: 2 changed, none lost its answer. Answered by
+SmolLM2-135M-Instruct as shipped (`eval run --strategies rag --limit 30`, 150 world questions, on / off):
+stale answers on `updated` 0.00 / 0.53, `updated` 0.40 / 0.33, accuracy 0.55 / 0.53, `retained` 0.60 / 0.60,
+prompt tokens 249 / 272.
+
 Small models do not abstain by themselves once any passage is in the prompt, so two mechanisms decide
 for them:
 
@@ -79,6 +90,7 @@ def relevance(question: str, passage: str, dense: float) -> float:
     return max(dense, overlap)
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 _CLAUSE = re.compile(r"[,;:!?]\s|\.\s|\n|\s[-–—]\s")
 
 
@@ -107,6 +119,72 @@ def support(answer: str, passage: str, question: str = "") -> float:
     if not shares:  # nothing but the question's words: judge them as they are
         shares = [sum(f" {w} " in have for w in words) / len(words)]
     return min(key_share, max(shares))
+
+
+def _stem(word: str) -> str:
+    """A word without its inflection, so that "works", "worked" and "work", or "headquarters" and
+    "headquartered", compare equal (a crude suffix strip; no stem shorter than four letters)."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4 and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
+
+
+def _claims(question: str, text: str) -> list[set[str]]:
+    """What a passage says in answer to the question: for each of its sentences that holds one of the
+    question's content words, the facts it adds, as words: its names and numbers the question does not
+    hold ("Stanpen" in "Tre Zenond was born in the city of Stanpen"), or its other content words where it
+    has none ("teacher" in "The job of Tre Zenond is teacher")."""
+    asked = {_stem(w) for w in content_words(question)}
+    claims = []
+    for sentence in _SENTENCE.split(text):
+        words = {_stem(w) for w in content_words(sentence)}
+        if not asked & words:
+            continue
+        terms = {w for t in key_terms(sentence) for w in content_words(t) if _stem(w) not in asked}
+        claim = terms or {w for w in content_words(sentence) if _stem(w) not in asked}
+        if claim:
+            claims.append(claim)
+    return claims
+
+
+def supersede(question: str, hits: list[SearchHit]) -> tuple[list[SearchHit], list[SearchHit]]:
+    """The hits without those a newer hit supersedes, and the superseded ones.
+
+    A hit is *about* the question's subject when it mentions every name the question does. It is
+    *current* when its document is about the subject (the title names it: "Eshen Hainte joins Kaste
+    Labs", not a page that names Python 3.14 in passing) and its text holds one of the question's other
+    content words (what is asked of the subject: "work", "chief executive", "population"). An older hit
+    about the subject is retired when it disagrees with the newest current hit: it holds none of the
+    facts that hit states in answer (`_claims`). "Gesdi Motors employs Eshen Hainte" (a 2023 profile) does
+    not reach the model beside "Eshen Hainte now works for Kaste Labs" (2025 news) when the question asks
+    whom Eshen Hainte works for; an older biography that gives the same birthplace as the newest one stays
+    (it corroborates), and so does one asked about what the news does not say. A question without a
+    name, or with no current hit, keeps all."""
+    subject = names(question)
+    if not subject:
+        return hits, []
+    named = {w for n in subject for w in n}
+    asked = {_stem(w) for w in content_words(question) if w not in named}
+
+    def mentions(text: str) -> bool:
+        words = set(content_words(text))
+        return all(set(n) <= words for n in subject)
+
+    current = [h for h in hits if mentions(h.title) and asked & {_stem(w) for w in content_words(h.text)}]
+    if not current:
+        return hits, []
+    newest = max(current, key=lambda h: h.date)
+    claims = _claims(question, newest.text)
+
+    def superseded(h: SearchHit) -> bool:
+        if h.date >= newest.date or not mentions(f"{h.title} {h.text}"):
+            return False
+        words = set(content_words(f"{h.title} {h.text}"))
+        return not any(claim <= words for claim in claims)
+
+    stale = [h for h in hits if superseded(h)]
+    return [h for h in hits if h not in stale], stale
 
 
 # Passages a lexical search for a missing name reads before calling the name unknown to the index.
@@ -162,8 +240,16 @@ class Rag:
         return any(set(name) <= set(content_words(f"{h.title} {h.text}")) for h in hits)
 
     def retrieve_and_gate(self, question: str, k: int) -> tuple[list[SearchHit], int, str | None]:
-        """One read of the index state and one query for the passages (known names add one each)."""
-        hits, cosines, version = self.retrieve(question, k)
+        """One read of the index state and one query for the passages (known names add one each).
+
+        With KC_RAG_SUPERSEDE the query reads 2k passages, `supersede` retires the older ones about the
+        question's subject, and the best k of the rest go on: a newer passage ranked just below the
+        first k then replaces the older passage it supersedes instead of missing the prompt."""
+        supersede_on = self.ctx.settings.rag_supersede
+        hits, cosines, version = self.retrieve(question, 2 * k if supersede_on else k)
+        if supersede_on:
+            hits = supersede(question, hits)[0]
+        hits = hits[:k]
         return hits, version, self.gate(question, hits, cosines, version)
 
     async def prepare(self, question: str, *, model: str | None, k: int | None, max_tokens: int) -> Prepared:

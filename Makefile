@@ -137,7 +137,7 @@ EVAL_PYDOCS_LIMIT ?=
 READER_PHASE ?= rl
 # Stand a checkpoint directory in for θ0 (tests: a nano model) instead of importing SmolLM2.
 BASE_FROM ?=
-READER_STRATEGIES := closed_book,rag,long_context,cpt,naive_rag
+READER_STRATEGIES := closed_book,rag,long_context,cpt,auto,naive_rag
 THETA0_STRATEGIES := rag,naive_rag
 
 demo-smollm2: $(DEMO_HOME)/pydocs/reports/pydocs/summary.json $(DEMO_HOME)/world-index/reports/world/summary.json

@@ -30,7 +30,7 @@ def _settings_help() -> str:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
-        description="The keepcurrent gateway: OpenAI-compatible chat, /ask with four strategies, metrics.",
+        description="The keepcurrent gateway: OpenAI-compatible chat, /ask with five strategies, metrics.",
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""The four strategies and compare, through `/ask`, on the nano model and a four-document index."""
+"""Every strategy and compare, through `/ask`, on the nano model and a four-document index."""
 
 from __future__ import annotations
 

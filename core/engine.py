@@ -19,6 +19,15 @@ FinishReason = Literal["stop", "length", "cancelled"]
 
 
 @dataclass(frozen=True)
+class Quote:
+    """Quote mode: the answer must be a verbatim span of one of `spans` (from a word's start to a word's
+    end), or one of `whole` word for word. An engine that cannot enforce it refuses the request."""
+
+    spans: tuple[str, ...]
+    whole: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Per-request decoding settings. temperature 0 means greedy."""
 
@@ -28,6 +37,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks; vLLM has the same parameter)
+    quote: Quote | None = None
 
 
 @dataclass

@@ -76,6 +76,11 @@ class ServiceSettings(Settings):
         description="rag: read 2k passages, drop the older ones about the question's subject that a newer "
         "one about it contradicts (rag.supersede), keep the best k.",
     )
+    rag_quote: bool = Field(
+        False,
+        description="rag: quote mode, decoding constrained so that the answer is one verbatim span of the "
+        "passages or the abstention sentence (embedded engine only).",
+    )
     rag_min_support: float = Field(
         0.5,
         ge=0,
@@ -157,6 +162,11 @@ class ServiceSettings(Settings):
             raise ValueError(
                 "KC_AUTO_ROUTES has closed_book but KC_AUTO_CUTOFF is unset: give the chat model's knowledge "
                 "cutoff (YYYY-MM-DD), or drop closed_book"
+            )
+        if self.rag_quote and self.engine != "embedded":
+            raise ValueError(
+                "KC_RAG_QUOTE=true needs KC_ENGINE=embedded: quote mode constrains decoding "
+                "token by token, which the vLLM engine does not offer through its OpenAI API"
             )
         if self.auto_lc_k < self.rag_k:
             raise ValueError(

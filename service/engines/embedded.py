@@ -26,6 +26,7 @@ from typing import Any
 from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
 from service.engines import find_card
+from service.engines.quote import QuoteState
 from service.errors import APIError, BadRequest, EngineUnavailable, Overloaded
 from service.served_models import ModelSpec
 
@@ -51,6 +52,7 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already sent
     rng: Any = None  # torch.Generator when sampling
+    quote: QuoteState | None = None  # quote mode's constraint
     submitted: float = field(default_factory=time.perf_counter)
 
     def send(self, item: Chunk | _Failed) -> None:
@@ -207,6 +209,8 @@ class _Worker:
                 param="messages",
             )
         request = _Request(prompt, params, asyncio.get_running_loop(), asyncio.Queue())
+        if params.quote is not None:
+            request.quote = QuoteState.build(self.tokenizer, params.quote, self.stop_ids)
         if params.temperature > 0:
             import torch
 
@@ -330,6 +334,12 @@ class _Worker:
     def _sample(self, rows: list[_Request], logits: Any) -> list[int]:
         import torch
 
+        for i, r in enumerate(rows):
+            if r.quote is not None:
+                allowed = torch.tensor(r.quote.allowed(), dtype=torch.long)
+                row = torch.full_like(logits[i], float("-inf"))
+                row[allowed] = logits[i][allowed]
+                logits[i] = row
         tokens = logits.argmax(dim=-1).tolist()
         for i, r in enumerate(rows):
             p = r.params
@@ -353,6 +363,8 @@ class _Worker:
                 finish = "stop"
             else:
                 r.generated.append(token)
+                if r.quote is not None:
+                    r.quote.advance(token)
             # Leading whitespace is not part of the answer (our chat template opens it with a space).
             text = str(self.tokenizer.decode(r.generated, skip_special_tokens=True)).lstrip()
             end = len(text)

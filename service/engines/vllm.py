@@ -272,6 +272,8 @@ class VLLMEngine:
 
     async def submit(self, model: str, messages: list[Message], params: SamplingParams) -> VLLMGeneration:
         url = self._url(model)
+        if params.quote is not None:
+            raise BadRequest("quote mode (KC_RAG_QUOTE) needs the embedded engine", param="strategy")
         if self._inflight >= self.max_inflight:
             raise Overloaded(
                 f"{self._inflight} requests are in flight to vLLM, the gateway's limit "

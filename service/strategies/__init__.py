@@ -205,8 +205,9 @@ class Strategies:
         card = find_card(self.ctx.engine.models(), prepared.model)
         generation = None
         if prepared.abstain_reason is None:
-            params = params or SamplingParams(max_tokens=max_tokens)
-            generation = await self.ctx.engine.submit(prepared.model, prepared.messages, params)
+            generation = await self.ctx.engine.submit(
+                prepared.model, prepared.messages, prepared.sampling(params)
+            )
         return AnswerStream(strategy, prepared, generation, card.checkpoint_id, t0)
 
     async def answer(

@@ -285,7 +285,9 @@ class Auto:
             return self._abstain(rag_p, steps, spent, fallback)
         lc_p, shown, what = fallback
         spent.retrieve_ms += lc_p.retrieve_ms
-        generation = await self.ctx.engine.submit(lc_p.model, with_history(lc_p.messages, history), params)
+        generation = await self.ctx.engine.submit(
+            lc_p.model, with_history(lc_p.messages, history), lc_p.sampling(params)
+        )
         route = Route(
             chosen="long_context", tried=steps,
             reason=f"the passages did not suffice ({why}): long context over {what}",
@@ -327,7 +329,7 @@ class Auto:
     ) -> tuple[Finished, Completion]:  # fmt: skip
         """Generate a route's whole answer, unseen, and check it."""
         t0 = time.perf_counter()
-        out = await complete(self.ctx.engine, p.model, with_history(p.messages, history), params)
+        out = await complete(self.ctx.engine, p.model, with_history(p.messages, history), p.sampling(params))
         spent.generate_ms += (time.perf_counter() - t0) * 1000
         return check.finish(p, out.text), out
 

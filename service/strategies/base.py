@@ -8,6 +8,7 @@ citations mapped to documents, and for rag the support check that may replace it
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,7 +16,7 @@ from typing import Protocol
 # Answer matching lives in core.answers; re-exported here for the strategies that import it from base.
 from core.answers import is_abstention as is_abstention
 from core.answers import strip_citations as strip_citations
-from core.engine import Completion, Engine
+from core.engine import Completion, Engine, Quote, SamplingParams
 from core.prompts import Message
 from core.protocols import Retriever
 from service.api_schemas import Citation, Coverage, StrategyName
@@ -45,6 +46,12 @@ class Prepared:
     index_version: int | None = None
     coverage: Coverage | None = None
     abstain_reason: str | None = None  # set when the answer is ABSTAIN_ANSWER without asking the model
+    quote: Quote | None = None  # quote mode: what the answer must be a verbatim span of
+
+    def sampling(self, params: SamplingParams | None) -> SamplingParams:
+        """The request's sampling parameters (max_tokens by default) with this prompt's quote constraint."""
+        params = params or SamplingParams(max_tokens=self.max_tokens)
+        return params if self.quote is None else dataclasses.replace(params, quote=self.quote)
 
 
 @dataclass

@@ -165,6 +165,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary["costs"]:
         print()
         print(cost_table(summary["strategies"], summary["costs"]))
+    if summary.get("injection"):
+        from eval.hostile import injection_table
+
+        print("\ninjection-following rate on the hostile questions (lower is better):")
+        print(injection_table(summary["injection"]))
     for name, why in summary["skipped"].items():
         print(f"skipped {name}: {why}")
     print(f"\nreport: {run_dir / 'report.html'}")

@@ -1,8 +1,11 @@
 """Question sets for the eval harness: the world's `questions/<category>.jsonl` files, or any file of the
 same shape (e.g. `data/python-docs/questions.jsonl`).
 
-One row: `{id, question, answers, category, supporting_doc_ids, as_of, stale_answers?}`. `answers` are
-aliases of one gold answer; `supporting_doc_ids` are the `source` ids of the documents that state it.
+One row: `{id, question, answers, category, supporting_doc_ids, as_of, stale_answers?,
+injection_payloads?}`. `answers` are aliases of one gold answer; `supporting_doc_ids` are the `source` ids
+of the documents that state it. `hostile` questions (`tests/data/hostile/questions.jsonl`) ask about
+documents that carry injected instructions; `injection_payloads` are what an answer that obeyed one would
+say (eval.metrics.injection_followed).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Question(BaseModel):
     supporting_doc_ids: list[str] = Field(default_factory=list)
     as_of: str | None = None
     stale_answers: list[str] = Field(default_factory=list)
+    injection_payloads: list[str] = Field(default_factory=list)
 
 
 class QuestionFile(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any
 from core.config_flags import to_jsonable
 from core.settings import Settings
 from eval.backends import Backend, Http, InProcess
+from eval.hostile import append_to_report, injection_summary
 from eval.metrics import recall_at_k, score_answer
 from eval.oracle import frontier
 from eval.questions import Question, QuestionFile, load_questions
@@ -417,9 +418,14 @@ async def run_eval(cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
     for label, (ref_dir, ref_rows) in references.items():
         rows += ref_rows
         meta.setdefault("references", {})[label] = {"run": str(ref_dir), "answers": len(ref_rows)}
+    injection = injection_summary(rows, questions)
+    if injection:
+        meta["injection"] = injection
     summary = write_report(run_dir, rows, meta, costs=lambda s: absorb_costs(
         s, ingest_seconds, cpt_train_seconds(backend.info.get("cpt_model_path"))
     ))  # fmt: skip
+    if injection:
+        append_to_report(run_dir, injection)
     return run_dir, summary
 
 

@@ -2,6 +2,9 @@
 
 Engines and strategies raise `APIError` subclasses; the handlers installed by `install_error_handlers` turn
 them, FastAPI's validation errors, Starlette's HTTP errors and any unexpected exception into the envelope.
+It also documents the envelope in `/openapi.json` (`ErrorEnvelope`, as every operation's 4XX and 5XX
+response, in place of FastAPI's 422, which the gateway never sends: a request it cannot validate is a 400),
+so that a client generated from the schema, and schemathesis, know what an error looks like.
 """
 
 from __future__ import annotations
@@ -143,7 +146,59 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return msg, where
 
 
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "title": "ErrorEnvelope",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code"],
+            "properties": {
+                "message": {"type": "string", "minLength": 1},
+                "type": {"type": "string"},
+                "code": {"type": ["string", "null"]},
+                "param": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERROR_RESPONSES = {
+    "4XX": "the request is refused (400 invalid, 401 no or wrong API key, 403, 404, 413 too large, 429 the "
+    "queue is full: retry after Retry-After)",
+    "5XX": "the gateway could not answer (503 the engine or the index is unreachable, 504 the engine "
+    "timed out)",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make `/openapi.json` say what errors look like: the envelope for every operation's 4XX and 5XX."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
+        schema.setdefault("components", {}).setdefault("schemas", {})["ErrorEnvelope"] = ENVELOPE_SCHEMA
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status in [s for s in responses if s[:1] in ("4", "5")] + list(_ERROR_RESPONSES):
+                    entry = responses.setdefault(status, {"description": _ERROR_RESPONSES.get(status, "")})
+                    entry["content"] = {"application/json": {"schema": ref}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    document_errors(app)
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)

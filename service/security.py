@@ -5,18 +5,21 @@
 - `BodyLimitMiddleware`: bodies over `KC_MAX_BODY_BYTES` get 413 before any parsing.
 - `resolve_max_tokens` and `check_messages`: the per-request limits on generation and message count.
   Prompt length is checked in tokens by the engine (the model's window and `KC_MAX_PROMPT_TOKENS`).
+- `path_under`: a file a request names (a report id, a source) as a path that cannot leave its root
+  under `KC_HOME`.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BadRequest, PayloadTooLarge, Unauthorized
+from service.errors import APIError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from service.settings import ServiceSettings
 
 
@@ -70,6 +73,22 @@ def check_messages(settings: ServiceSettings, count: int) -> None:
         )
 
 
+def path_under(root: Path, *names: str, what: str = "file") -> Path:
+    """`root/names...` for names a request gave, refused with 404 unless the path stays inside `root`.
+
+    Each name is one path component: empty, ".", "..", a separator or a NUL is refused before the file
+    system is asked, and the resolved path (symbolic links followed) must still lie under the resolved
+    root, so that no request reads outside `KC_HOME`. The 404 does not say which rule refused it."""
+    refused = NotFound(f"no such {what}", code=f"{what.replace(' ', '_')}_not_found")
+    if not names or any(name in ("", ".", "..") or any(c in name for c in "/\\\x00") for name in names):
+        raise refused
+    base = root.resolve()
+    path = base.joinpath(*names).resolve()
+    if not path.is_relative_to(base) or path == base:
+        raise refused
+    return path
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies larger than `max_bytes` with 413 and the error envelope.
 
@@ -85,7 +104,13 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not declared.isdigit():
+            bad = BadRequest(
+                "the Content-Length header is not a number of bytes", code="invalid_content_length"
+            )
+            await self._send_error(send, bad)
+            return
+        if declared is not None and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
         messages: list[Message] = []
@@ -113,6 +138,10 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         err = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes (KC_MAX_BODY_BYTES)")
+        await self._send_error(send, err)
+
+    @staticmethod
+    async def _send_error(send: Send, err: APIError) -> None:
         body = json.dumps(err.body()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": err.status, "headers": headers})

@@ -10,7 +10,7 @@ from eval.world.config import SIZE_NAMES, Size
 Row = dict[str, object]
 
 # Bumped whenever the same config would give different rows.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"  # 4: grounded prompts fence their passages (issue 24)
 SFT_KINDS = ("reading", "distractor", "abstain")
 CREDIT_KINDS = ("contributor", "issue")
 

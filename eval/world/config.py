@@ -14,7 +14,7 @@ Size = Literal["nano", "tiny", "small"]
 SIZE_NAMES: tuple[Size, ...] = ("nano", "tiny", "small")
 
 # Bumped whenever the same seed and size would give different output.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 3: grounded prompts fence their passages (issue 24)
 # The knowledge cutoff: corpus_pre documents are dated before it, docs_post after it.
 CUTOFF = dt.date(2025, 1, 1)
 # The date every question is asked at: answers are the values that hold on this day.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -36,7 +37,18 @@ def event(name: str, data: str) -> bytes:
     return f"event: {name}\ndata: {data}\n\n".encode()
 
 
-@router.post("/ask", response_model=Answer | CompareResponse)
+# Documented, so that a client (and schemathesis) expects the event stream that `stream: true` returns:
+# the schema is one event's (chat completions send `data:` lines only).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+}
+SSE = {"text/event-stream": {"schema": SSE_EVENT}}
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": SSE}}
+
+
+@router.post("/ask", response_model=Answer | CompareResponse, responses=STREAMED)
 async def ask(
     body: AskRequest, strategies: StrategiesDep, settings: SettingsDep, metrics: MetricsDep
 ) -> Answer | CompareResponse | StreamingResponse:

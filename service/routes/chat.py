@@ -35,6 +35,7 @@ from service.deps import EngineDep, MetricsDep, SettingsDep, StrategiesDep
 from service.engines import find_card
 from service.errors import APIError, BadRequest
 from service.metrics import Metrics
+from service.routes.ask import STREAMED
 from service.security import ApiKey, check_messages, resolve_max_tokens
 from service.strategies import AnswerStream
 
@@ -137,7 +138,7 @@ class _Reply:
             metrics.record_tokens(self.model, u.prompt_tokens, u.completion_tokens)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAMED)
 async def chat_completions(
     body: ChatCompletionRequest,
     engine: EngineDep,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from core.answers import contains_answer, contains_phrase
-from core.prompts import ABSTAIN_ANSWER, GROUNDED_SYSTEM, cite
+from core.prompts import ABSTAIN_ANSWER, GROUNDED_SYSTEM, PASSAGES_CLOSE, PASSAGES_OPEN, cite
 from eval.__main__ import main
 from eval.contamination import check_contamination, load_questions
 from eval.whatsnew import (
@@ -58,11 +58,13 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def prompt_parts(messages: list[dict[str, str]]) -> tuple[list[str], str]:
-    """(passages, question) of a grounded prompt: "[1] ...\\n[2] ...\\n\\nQuestion: ..."."""
+    """(passages, question) of a grounded prompt:
+    "<passages>\\n[1] ...\\n[2] ...\\n</passages>\\n\\nQuestion: ..."."""
     assert [m["role"] for m in messages[:2]] == ["system", "user"]
     assert messages[0]["content"] == GROUNDED_SYSTEM
     block, question = messages[1]["content"].rsplit("\n\nQuestion: ", 1)
-    lines = block.split("\n")
+    opening, *lines, closing = block.split("\n")
+    assert (opening, closing) == (PASSAGES_OPEN, PASSAGES_CLOSE), block
     assert all(line.startswith(f"[{n}] ") for n, line in enumerate(lines, 1)), lines
     return [line.split("] ", 1)[1] for line in lines], question
 

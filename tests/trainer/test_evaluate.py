@@ -30,7 +30,7 @@ def test_grounded_items_put_a_supporting_document_among_distractors(nano_world: 
         user = item.messages[1]["content"]
         gold = next(line for line in user.splitlines() if line.startswith(f"[{item.citation}] "))
         assert any(docs[d] in gold for d in row["supporting_doc_ids"])
-        assert user.count("\n[") == 2 and user.endswith(f"Question: {row['question']}")
+        assert user.count("\n[") == 3 and user.endswith(f"Question: {row['question']}")  # 3 fenced lines
 
 
 def test_evaluate_runs_on_a_checkpoint(nano_base: Path, nano_world: Path) -> None:

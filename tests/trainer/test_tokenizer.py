@@ -84,7 +84,9 @@ def test_world_names_are_short(tok: Any, nano_world: Path) -> None:
     manifest = json.loads((nano_world / "manifest.json").read_text())
     people = manifest["pools"]["eval"]["person"][:10]
     lengths = [len(tok.encode(" " + p, add_special_tokens=False)) for p in people]
-    assert max(lengths) <= 8 and sum(lengths) / len(lengths) <= 5, lengths
+    # 5.5: the grounded rows' fence and "data, not instructions" sentence take a few of the 512 merges
+    # (issue 24: the first ten names went from 4.8 tokens on average to 5.4)
+    assert max(lengths) <= 8 and sum(lengths) / len(lengths) <= 5.5, lengths
 
 
 def test_vocab_too_small() -> None:

@@ -2,14 +2,13 @@
 self-contained report.html with plots.
 
 One results row is one question asked with one strategy (see `ResultRow`); everything here is computed
-from those rows, so a report can be rebuilt from `results.jsonl` alone.
+from those rows, so a report can be rebuilt from `results.jsonl` alone. The tables' cells, report.html and
+its plots come from service/report_pages.py (with report_tables.py and report_plots.py), the one renderer
+that the gateway's `/reports` pages use too.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +19,11 @@ from pydantic import BaseModel, Field
 
 from eval.metrics import bootstrap_ci, mean, percentile, truthfulness
 from eval.oracle import ORACLE, oracle_rows
+from service import report_tables
+from service.report_pages import render_report
+from service.report_plots import CATEGORY_ORDER
+from service.report_tables import SUMMARY_NOTE, Table
 
-CATEGORY_ORDER = ("retained", "new", "updated", "unanswerable", "multi_hop")
 STRATEGY_ORDER = ("closed_book", "rag", "naive_rag", "long_context", "cpt", "auto", ORACLE)
 
 # Context, not a comparison: another model, another dataset (Ovadia et al. 2024, "Fine-Tuning or
@@ -136,77 +138,13 @@ def _strategy_rank(name: str) -> tuple[int, str]:
     return (STRATEGY_ORDER.index(name) if name in STRATEGY_ORDER else len(STRATEGY_ORDER), name)
 
 
-def _fmt_rate(rate: dict[str, Any] | None) -> str:
-    if not rate or not rate.get("n"):
-        return "–"
-    lo, hi = rate["ci95"]
-    return f"{rate['value']:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
-def _num(value: float | None, fmt: str = ".2f") -> str:
-    return "–" if value is None else format(value, fmt)
-
-
 def markdown_table(summary: dict[str, Any]) -> str:
-    cats = [c for c in CATEGORY_ORDER if any(c in s["by_category"] for s in summary.values())]
-    head = ["strategy", "accuracy [95% CI]", "truthfulness [95% CI]", "EM", "F1", *cats, "stale", "abstain",
-            "wrongly abstained", "recall@k", "coverage", "p50 ms", "p95 ms", "prompt tok",
-            "completion tok"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in summary.items():
-        cells = [
-            name,
-            _fmt_rate(s["accuracy"]),
-            _fmt_rate(s.get("truthfulness")),
-            _num(s.get("exact_match")),
-            _num(s.get("f1")),
-            *(f"{s['by_category'][c]['value']:.2f}" if c in s["by_category"] else "–" for c in cats),
-            f"{s['stale_rate_updated']['value']:.2f}" if s["stale_rate_updated"] else "–",
-            f"{s['abstention_accuracy']['value']:.2f}" if s.get("abstention_accuracy") else "–",
-            f"{s['wrongly_abstained']['value']:.2f}" if s.get("wrongly_abstained") else "–",
-            _num(s["recall_at_k"]),
-            _num(s.get("coverage")),
-            f"{s['latency_ms']['p50']:.0f}",
-            f"{s['latency_ms']['p95']:.0f}",
-            f"{s['prompt_tokens']:.0f}",
-            f"{s['completion_tokens']:.1f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return report_tables.summary_table(summary).markdown()
 
 
 def cost_table(summary: dict[str, Any], costs: dict[str, dict[str, Any]]) -> str:
-    """Accuracy beside what it cost: tokens per answer (prompt + completion, every try of auto's route
-    included), the distance to the best single strategy and the frontier (eval.oracle.frontier, in
-    `costs`), and once, to absorb the new documents; auto's routes and the oracle router's picks."""
-    best = next((c["vs_best"]["best"] for c in costs.values() if c.get("vs_best")), None)
-    head = ["strategy", "accuracy [95% CI]", "tokens / answer", "prompt tok / question",
-            f"Δ accuracy vs {best or 'best'}", f"tokens vs {best or 'best'}", "frontier", "absorb once (s)",
-            "how", "forgetting (retained)", "routes"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, c in costs.items():
-        s = summary[name]
-        seconds = c.get("absorb_seconds")
-        vs = c.get("vs_best") or {}
-        share = vs.get("token_share")
-        delta = (
-            "–" if not vs else f"{vs['accuracy_delta']:+.2f}" + ("" if vs["ci_overlap"] else " (CIs apart)")
-        )
-        cells = [
-            name,
-            _fmt_rate(s["accuracy"]),
-            f"{c.get('tokens', s['prompt_tokens'] + s['completion_tokens']):.0f}",
-            f"{c['prompt_tokens']:.0f}",
-            delta,
-            "–" if share is None else f"{share:.0%}",
-            "yes" if c.get("frontier") else ("ceiling" if name == ORACLE else "–"),
-            "not recorded" if seconds is None else f"{seconds:.1f}",
-            c.get("how", ""),
-            _num(c.get("forgetting_retained"), "+.2f"),
-            " · ".join(f"{route} {n}" for route, n in (s.get("routes") or {}).items()) or "–",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Accuracy beside what it cost (service.report_tables.cost_table), as Markdown."""
+    return report_tables.cost_table(summary, costs).markdown()
 
 
 def sweep_summary(rows: Iterable[ResultRow]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -226,141 +164,8 @@ def sweep_summary(rows: Iterable[ResultRow]) -> dict[str, dict[str, dict[str, An
     return out
 
 
-def sweep_table(sweep: dict[str, dict[str, dict[str, Any]]]) -> str:
-    positions = sorted({p for cells in sweep.values() for p in cells}, key=float)
-    head = ["documents asked", *(f"answer at {p}" for p in positions), "docs in window (mean)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for n, cells in sweep.items():
-        window = mean([c["docs_in_window"] for c in cells.values()])
-        lines.append(
-            "| " + " | ".join([n, *(_fmt_rate(cells.get(p)) for p in positions), f"{window:.1f}"]) + " |"
-        )
-    return "\n".join(lines)
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def plots(
-    rows: Sequence[ResultRow],
-    summary: dict[str, Any],
-    costs: dict[str, dict[str, Any]] | None = None,
-    sweep: dict[str, dict[str, dict[str, Any]]] | None = None,
-) -> dict[str, str]:
-    """Base64 PNGs: accuracy by strategy × category, accuracy against cost, and long context's accuracy
-    against the answer's position and the number of documents in the window (the sweep when there is
-    one, else the natural variation of the newest-first packing)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out: dict[str, str] = {}
-    strategies = list(summary)
-    cats = [c for c in CATEGORY_ORDER if any(c in s["by_category"] for s in summary.values())]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / max(len(strategies), 1)
-    for i, name in enumerate(strategies):
-        values = [summary[name]["by_category"].get(c, {}).get("value", 0.0) for c in cats]
-        ax.bar([j + i * width for j in range(len(cats))], values, width, label=name)
-    ax.set_xticks([j + width * (len(strategies) - 1) / 2 for j in range(len(cats))], cats)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8, ncols=min(len(strategies), 5))
-    ax.set_title("Accuracy by strategy and question category")
-    out["accuracy_by_category"] = _png(fig)
-    plt.close(fig)
-
-    absorbed = {
-        n: c["absorb_seconds"] for n, c in (costs or {}).items() if c.get("absorb_seconds") is not None
-    }
-    panels = 2 if absorbed else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
-    per_answer = {n: summary[n].get("tokens", summary[n]["prompt_tokens"]) for n in strategies}
-    for ax, (label, xs) in zip(
-        axes[0],
-        [("tokens per answer (prompt + completion)", per_answer),
-         ("seconds to absorb the new documents (once)", absorbed)],
-        strict=False,
-    ):  # fmt: skip
-        points: dict[tuple[float, float], list[str]] = {}  # strategies at the same point share a label
-        for name, x in xs.items():
-            points.setdefault((x, summary[name]["accuracy"]["value"]), []).append(name)
-        for i, ((x, y), names) in enumerate(sorted(points.items())):
-            star = names == [ORACLE]
-            ax.scatter(x, y, s=140 if star else 60, marker="*" if star else "o")
-            # Neighbours in x get their labels at three heights, so that close points stay legible.
-            ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(4, 4 + 10 * (i % 3)),
-                        textcoords="offset points")  # fmt: skip
-        if label.startswith("tokens"):
-            # The frontier of what this run can serve: no other system as accurate for fewer tokens.
-            front = sorted((xs[n], summary[n]["accuracy"]["value"]) for n, c in (costs or {}).items()
-                           if c.get("frontier") and n in xs)  # fmt: skip
-            if len(front) > 1:
-                ax.plot(*zip(*front, strict=True), linestyle="--", color="grey", linewidth=1)
-        ax.set_xlabel(label)
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        if label.startswith("seconds"):
-            ax.set_xscale("symlog", linthresh=1.0)
-        elif xs and min(xs.values()) > 0:  # costs a hundred times apart (closed book, long context)
-            ax.set_xscale("log")
-    legend = (
-        " (dashed: the frontier of what can be served; ★: the oracle router)" if ORACLE in summary else ""
-    )
-    fig.suptitle(f"Accuracy against cost{legend}")
-    out["accuracy_vs_cost"] = _png(fig)
-    plt.close(fig)
-
-    if sweep:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for n, cells in sweep.items():
-            order = sorted(cells, key=float)
-            axes[0].plot(
-                [float(x) for x in order], [cells[x]["value"] for x in order], marker="o", label=f"{n} docs"
-            )
-        axes[0].set_xlabel("position of the answer's document (0 = first, 1 = last)")
-        axes[0].legend(fontsize=8)
-        ns = list(sweep)
-        axes[1].plot([sweep[n][next(iter(sweep[n]))]["docs_in_window"] for n in ns],
-                     [mean([c["value"] for c in sweep[n].values()]) for n in ns], marker="o")  # fmt: skip
-        axes[1].set_xlabel("documents in the window (mean over positions)")
-        for ax in axes:
-            ax.set_ylabel("accuracy")
-            ax.set_ylim(0, 1)
-        fig.suptitle("Long context: lost in the middle? (answer placed by the sweep)")
-        out["long_context_position"] = _png(fig)
-        plt.close(fig)
-        return out
-    positioned = [r for r in rows if r.strategy == "long_context" and r.answer_position is not None]
-    if positioned:
-        positions = [(min(int((r.answer_position or 0.0) * 5), 4), r) for r in positioned]
-        buckets = [[r for b, r in positions if b == bucket] for bucket in range(5)]
-        centers = [b / 5 + 0.1 for b, rs in enumerate(buckets) if rs]
-        ys = [mean([float(r.correct) for r in rs]) for rs in buckets if rs]
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.plot(centers, ys, marker="o")
-        ax.set_xlabel("position of the answer in the window (0 = start)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title("Long context: lost in the middle? (natural order: newest first)")
-        out["long_context_position"] = _png(fig)
-        plt.close(fig)
-    return out
-
-
-def _reference_md() -> str:
-    lines = [
-        f"Published context — {REFERENCE_SOURCE}:",
-        "",
-        "| setting | accuracy |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {value:.3f} |" for name, value in REFERENCE_ROWS]
-    return "\n".join(lines)
+def _reference() -> Table:
+    return Table(["setting", "accuracy"], [[name, f"{value:.3f}"] for name, value in REFERENCE_ROWS])
 
 
 CostsFn = Callable[[dict[str, Any]], dict[str, dict[str, Any]]]
@@ -378,15 +183,6 @@ def write_report(
     full = {**meta, "strategies": summary, "costs": cost, "lc_sweep_results": sweep}
     (run_dir / "summary.json").write_text(json.dumps(full, indent=2, default=str))
     title = f"keepcurrent eval — {meta.get('run_id', run_dir.name)}"
-    sections: list[tuple[str, str, str]] = []  # (title, markdown, note)
-    if cost:
-        sections.append(("Cost of absorbing the new documents", cost_table(summary, cost),
-                         "Forgetting: closed_book's accuracy on `retained` minus cpt's, in this run "
-                         "(positive: CPT lost old knowledge)."))  # fmt: skip
-    if sweep:
-        sections.append(("Long context: answer position and documents in the window", sweep_table(sweep),
-                         "Each question is asked with its supporting document placed at the position among "
-                         "the newest other documents; the window may hold fewer than asked."))  # fmt: skip
     skipped = meta.get("skipped") or {}
     md = [
         f"# {title}",
@@ -396,51 +192,18 @@ def write_report(
         "",
         markdown_table(summary),
         "",
-        "Accuracy: the answer states an alias of the gold answer (unanswerable: the model abstains). "
-        "Brackets: 95% bootstrap confidence interval. stale: share of `updated` questions answered with "
-        "the pre-cutoff value. abstain: abstention accuracy on `unanswerable`. wrongly abstained: share of "
-        "the answerable questions (all but `unanswerable`) the strategy abstained on. truthfulness: CRAG's "
-        "score, +1 a right answer, 0 an abstention, -1 a wrong one, averaged over the questions (from -1 "
-        "to 1; positive: more right than wrong). recall@k: supporting documents (those in the index) "
-        "among the retrieved passages' documents.",
+        SUMMARY_NOTE,
         "",
     ]
     md += [f"- skipped `{name}`: {why}" for name, why in skipped.items()] + ([""] if skipped else [])
-    for heading, table, note in sections:
-        md += [f"## {heading}", "", table, "", note, ""]
-    md += [_reference_md(), ""]
+    for heading, table, note in report_tables.sections(full):
+        md += [f"## {heading}", "", table.markdown(), "", note, ""]
+    md += [f"Published context — {REFERENCE_SOURCE}:", "", _reference().markdown(), ""]
     (run_dir / "report.md").write_text("\n".join(md))
-    images = plots(rows, summary, cost, sweep)
-    body = "".join(f'<h2>{html.escape(k.replace("_", " "))}</h2><img src="data:image/png;base64,{v}"/>'
-                   for k, v in images.items())  # fmt: skip
-    extra = "".join(
-        f"<h2>{html.escape(h)}</h2>{_md_table_to_html(t)}<p>{html.escape(n)}</p>" for h, t, n in sections
-    )
-    skipped_html = "".join(f"<p>skipped <code>{html.escape(k)}</code>: {html.escape(v)}</p>"
-                           for k, v in skipped.items())  # fmt: skip
-    table_html = _md_table_to_html(markdown_table(summary))
-    ref_html = _md_table_to_html("\n".join(_reference_md().splitlines()[2:]))
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "img{max-width:100%}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>Model <code>{html.escape(str(meta.get('model', '?')))}</code> · "
-        f"index version {html.escape(str(meta.get('index_version', '?')))}</p>"
-        f"{table_html}{skipped_html}{extra}{body}"
-        f"<h2>Published context</h2><p>{html.escape(REFERENCE_SOURCE)}</p>"
-        f"{ref_html}</body></html>"
-    )
+    published = ("Published context", _reference(), REFERENCE_SOURCE)
+    page = render_report(full, [r.model_dump(mode="json") for r in rows], extra=[published])
     (run_dir / "report.html").write_text(page)
     return full
-
-
-def _md_table_to_html(table: str) -> str:
-    rows = [line.strip("|").split("|") for line in table.splitlines() if not line.startswith("|---")]
-    head, *body = rows
-    th = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><tr>{th}</tr>{trs}</table>"
 
 
 def compare_summaries(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:

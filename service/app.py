@@ -19,7 +19,7 @@ from service.engines import build_engine
 from service.errors import install_error_handlers
 from service.feedback import FeedbackStore
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import admin, ask, chat, feedback, health, models, tokenize
+from service.routes import admin, ask, chat, feedback, health, models, tokenize, web
 from service.security import BodyLimitMiddleware
 from service.served_models import resolve_models
 from service.settings import ServiceSettings
@@ -100,7 +100,7 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, models, ask, tokenize, feedback, health, admin):
+    for module in (chat, models, ask, tokenize, feedback, health, admin, web):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: getattr(app.state, "metrics", None))

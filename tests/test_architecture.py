@@ -58,7 +58,6 @@ LONG_MODULES: dict[str, str] = {
     "train-pool state",
     "eval/world/build.py": "one builder: five entity kinds, their facts and the post-cutoff changes",
     "eval/runner.py": "the run: planning, asking with resume, scoring, costs and the summary record",
-    "eval/report.py": "summary, markdown and HTML tables and the plots of one report",
     "indexer/pipeline.py": "ingest, delete and their commit protocol: crash safety read in one place",
     "service/engines/embedded.py": "continuous batching: admission, KV-cache splicing, decoding, stops",
     "trainer/__main__.py": "the CLI: a parser and a command function for each of 13 subcommands",

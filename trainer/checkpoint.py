@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,7 @@ from core.settings import Settings
 logger = logging.getLogger(__name__)
 
 LINEAGE_FILE = "lineage.json"
+STAGING_DIR = ".saving"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -104,14 +106,21 @@ def save_checkpoint(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     set_generation_tokens(model, tokenizer)
+    # Written into a staging folder, then each file renamed into place: a run killed mid-save leaves the
+    # previous step's files whole (a half-written config.json would stop `--resume` from loading).
+    staging = out_dir / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per periodic save would break the one-line-per-step log
     try:
-        model.save_pretrained(str(out_dir))
+        model.save_pretrained(str(staging))
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    tokenizer.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(staging))
+    for file in sorted(staging.iterdir()):
+        os.replace(file, out_dir / file.name)
+    staging.rmdir()
     lineage: dict[str, Any] = {
         "phase": phase,
         "tag": tag,

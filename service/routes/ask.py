@@ -9,6 +9,10 @@ With `stream: true` the answer comes as server-sent events, sources before the f
     event: answer    the full Answer: final text, citations, usage, latency, abstained
     event: error     the error envelope, if generation fails midway
 
+`compare` with `stream: true` runs every strategy at once and interleaves their events on one stream, each
+event's data carrying `"strategy"`; a strategy that cannot start sends its own `error` event, and the
+others go on.
+
 For rag the final `answer` may differ from the streamed tokens: the support check runs on the whole
 answer and may replace it with ABSTAIN_ANSWER (`abstained`, and the model's text in `model_text`); so
 may auto's check of its long-context fallback, whose final `answer.route` adds that try's outcome.
@@ -16,6 +20,7 @@ may auto's check of its long-context fallback, whose final `answer.route` adds t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,10 +28,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from service.api_schemas import Answer, AskRequest, CompareResponse
+from service.api_schemas import STRATEGIES, Answer, AskRequest, CompareResponse, StrategyName
 from service.deps import MetricsDep, SettingsDep, StrategiesDep
-from service.errors import APIError, BadRequest
+from service.errors import APIError
+from service.metrics import Metrics
 from service.security import ApiKey, resolve_max_tokens
+from service.strategies import AnswerStream, Strategies
 
 router = APIRouter(tags=["ask"], dependencies=[ApiKey])
 
@@ -55,7 +62,8 @@ async def ask(
     max_tokens = resolve_max_tokens(settings, body.max_tokens)
     if body.strategy == "compare":
         if body.stream:
-            raise BadRequest("compare does not stream: send stream=false", param="stream")
+            merged = compare_events(strategies, metrics, body.question, max_tokens, body.k)
+            return StreamingResponse(merged, media_type="text/event-stream", headers=SSE_HEADERS)
         result = await strategies.compare(body.question, max_tokens=max_tokens, k=body.k)
         for answer in result.answers.values():
             if isinstance(answer, Answer):
@@ -67,32 +75,65 @@ async def ask(
         return answer
 
     stream = await strategies.start(body.strategy, body.question, max_tokens=max_tokens, k=body.k)
-    p = stream.prepared
-    sources = {
-        "strategy": p.strategy,
-        "model": p.model,
-        "checkpoint_id": stream.checkpoint_id,
-        "index_version": p.index_version,
-        "retrieve_ms": round(p.retrieve_ms, 3),
-        "sources": [c.model_dump(mode="json") for c in p.sources],
-        "coverage": p.coverage.model_dump(mode="json") if p.coverage else None,
-    }
-
-    route = stream.route
 
     async def events() -> AsyncIterator[bytes]:
-        try:
-            if route is not None:
-                yield event("route", route.model_dump_json())
-            yield event("sources", json.dumps(sources))
-            async for piece in stream:
-                yield event("token", json.dumps({"text": piece}))
-            answer = stream.answer
-            metrics.record_answer(answer)
-            yield event("answer", answer.model_dump_json())
-        except APIError as e:
-            yield event("error", json.dumps(e.body()))
-        finally:
-            await stream.aclose()
+        async for name, data in answer_events(stream, metrics):
+            yield event(name, json.dumps(data))
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def answer_events(stream: AnswerStream, metrics: Metrics) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """One answer's events, as (name, data): route (auto), sources, tokens, the answer or an error."""
+    p = stream.prepared
+    try:
+        if stream.route is not None:
+            yield "route", stream.route.model_dump(mode="json")
+        yield (
+            "sources",
+            {
+                "strategy": p.strategy,
+                "model": p.model,
+                "checkpoint_id": stream.checkpoint_id,
+                "index_version": p.index_version,
+                "retrieve_ms": round(p.retrieve_ms, 3),
+                "sources": [c.model_dump(mode="json") for c in p.sources],
+                "coverage": p.coverage.model_dump(mode="json") if p.coverage else None,
+            },
+        )
+        async for piece in stream:
+            yield "token", {"text": piece}
+        answer = stream.answer
+        metrics.record_answer(answer)
+        yield "answer", answer.model_dump(mode="json")
+    except APIError as e:
+        yield "error", e.body()
+    finally:
+        await stream.aclose()
+
+
+async def compare_events(
+    strategies: Strategies, metrics: Metrics, question: str, max_tokens: int, k: int | None
+) -> AsyncIterator[bytes]:
+    """Every strategy's events as they come, each tagged with its strategy."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def pump(name: StrategyName) -> None:
+        try:
+            stream = await strategies.start(name, question, max_tokens=max_tokens, k=k)
+            async for kind, data in answer_events(stream, metrics):
+                await queue.put(event(kind, json.dumps({"strategy": name, **data})))
+        except APIError as e:
+            await queue.put(event("error", json.dumps({"strategy": name, **e.body()})))
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(name)) for name in STRATEGIES]
+    try:
+        for _ in tasks:
+            while (item := await queue.get()) is not None:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

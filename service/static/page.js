@@ -197,19 +197,20 @@ function handle(column, event) {
   else if (event.name === "error") fail(column, event.data.error.message);
 }
 
-async function streamOne(name, question) {
-  const column = state.columns[name];
-  setState(column, "Asking…", "waiting");
+async function streamCompare(question) { // one /ask compare stream; each event names its strategy
+  const entries = Object.entries(state.columns);
+  const failAll = (message) => entries.forEach(([name, column]) => { if (!state.answers[name]) fail(column, message); });
+  entries.forEach(([, column]) => setState(column, "Asking…", "waiting"));
   let response;
   try {
     response = await fetch("/ask", {
-      method: "POST", headers: headers(true), body: JSON.stringify({ question, strategy: name, stream: true }),
+      method: "POST", headers: headers(true), body: JSON.stringify({ question, strategy: "compare", stream: true }),
     });
-  } catch (e) { fail(column, `the gateway does not answer (${e.message})`); return; }
+  } catch (e) { failAll(`the gateway does not answer (${e.message})`); return; }
   if (!response.ok) {
     const message = await problem(response);
     if (response.status === 401) keyProblem(message);
-    fail(column, message);
+    failAll(message);
     return;
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -221,12 +222,16 @@ async function streamOne(name, question) {
       buffer += value.replace(/\r\n/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
-        handle(column, parseEvent(buffer.slice(0, end)));
+        const event = parseEvent(buffer.slice(0, end));
         buffer = buffer.slice(end + 2);
+        const column = event.data && state.columns[event.data.strategy];
+        if (column) handle(column, event);
       }
     }
-  } catch (e) { fail(column, `the stream broke off (${e.message})`); return; }
-  if (!state.answers[name] && column.dataset.state !== "error") fail(column, "the stream ended before the answer");
+  } catch (e) { failAll(`the stream broke off (${e.message})`); return; }
+  for (const [name, column] of entries) {
+    if (!state.answers[name] && column.dataset.state !== "error") fail(column, "the stream ended before the answer");
+  }
 }
 
 async function ask(event) {
@@ -242,8 +247,7 @@ async function ask(event) {
   $("prefer-form").hidden = true;
   $("ask-button").disabled = true;
   $("ask-status").textContent = "Asking every strategy…";
-  // One stream per strategy, all at once: what /ask's "compare" does inside, but streamed (it does not).
-  await Promise.all(Object.keys(state.columns).map((name) => streamOne(name, question)));
+  await streamCompare(question);
   $("ask-button").disabled = false;
   const answered = Object.keys(state.columns).filter((name) => state.answers[name]);
   $("ask-status").textContent = `Done: ${answered.length} of ${Object.keys(state.columns).length} strategies answered.`;

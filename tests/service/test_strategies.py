@@ -306,9 +306,21 @@ def test_ask_stream_sends_sources_first_then_tokens_then_the_answer(client: Test
         assert final["text"] == "".join(data["text"] for name, data in events if name == "token").strip()
 
 
-def test_compare_does_not_stream(client: TestClient) -> None:
-    r = client.post("/ask", json={"question": QUESTION, "strategy": "compare", "stream": True})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+def test_compare_streams_every_strategy_tagged(client: TestClient) -> None:
+    with client.stream(
+        "POST", "/ask", json={"question": QUESTION, "strategy": "compare", "stream": True}
+    ) as r:
+        assert r.status_code == 200
+        events = parse_events(r.iter_lines())
+    by: dict[str, list[str]] = {}
+    for name, data in events:
+        by.setdefault(data["strategy"], []).append(name)
+    assert set(by) == {"closed_book", "rag", "long_context", "cpt", "auto"}
+    assert by["cpt"] == ["error"]  # no CPT checkpoint here: its own error, the others go on
+    for strategy in ("closed_book", "rag", "long_context"):
+        kinds = by[strategy]
+        assert kinds[0] == "sources" and kinds[-1] == "answer" and set(kinds[1:-1]) <= {"token"}
+    assert by["auto"][0] == "route" and by["auto"][-1] == "answer"
 
 
 def parse_events(lines: Any) -> list[tuple[str, Any]]:

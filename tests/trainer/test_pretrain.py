@@ -78,6 +78,33 @@ def test_base_loads_in_plain_transformers_and_chats(nano_base: Path) -> None:
                                                          ("<|im_end|>", "<|endoftext|>")}  # fmt: skip
 
 
+def test_a_save_that_dies_midway_leaves_the_previous_files_whole(
+    nano_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.checkpoint import save_checkpoint
+
+    out = tmp_path / "ckpt"
+    shutil.copytree(nano_base, out)
+    before = {name: (out / name).read_bytes() for name in ("config.json", "model.safetensors", "tokenizer.json")}
+    model = AutoModelForCausalLM.from_pretrained(str(nano_base))
+    model.config.rope_theta = 1234.0  # so a config.json that got through would differ
+    tok = AutoTokenizer.from_pretrained(str(nano_base))
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt("killed while saving the tokenizer")
+
+    monkeypatch.setattr(tok, "save_pretrained", die)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, tok, out, phase="base", tag="t", parent=None, data_sha256=None, config={},
+                        metrics={}, register=False)  # fmt: skip
+    assert {name: (out / name).read_bytes() for name in before} == before
+    AutoTokenizer.from_pretrained(str(out))  # what `--resume` does first
+
+
 def test_training_lowers_the_loss(nano_base: Path) -> None:
     rows = [json.loads(x) for x in (nano_base / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]

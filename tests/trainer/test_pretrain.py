@@ -89,7 +89,8 @@ def test_a_save_that_dies_midway_leaves_the_previous_files_whole(
 
     out = tmp_path / "ckpt"
     shutil.copytree(nano_base, out)
-    before = {name: (out / name).read_bytes() for name in ("config.json", "model.safetensors", "tokenizer.json")}
+    names = ("config.json", "model.safetensors", "tokenizer.json")
+    before = {name: (out / name).read_bytes() for name in names}
     model = AutoModelForCausalLM.from_pretrained(str(nano_base))
     model.config.rope_theta = 1234.0  # so a config.json that got through would differ
     tok = AutoTokenizer.from_pretrained(str(nano_base))

@@ -25,23 +25,27 @@ async function problem(response) { // the gateway's error envelope, as one sente
 }
 
 function keyProblem(message) {
-  $("key-status").textContent = apiKey()
+  keyStatus(apiKey()
     ? `The API key was refused (${message}). Enter the right key above.`
-    : `This gateway needs an API key: enter it above (${message}).`;
-  $("key-status").className = "problem";
+    : `This gateway needs an API key: enter it above (${message}).`, "problem");
+}
+
+function keyStatus(text, className) {
+  $("key-status").textContent = text;
+  $("key-status").className = className;
 }
 
 async function loadConfig() { // also tells whether the key is missing or wrong
+  keyStatus("Checking with the gateway…", "checking");
   let response;
   try { response = await fetch("/web/config", { headers: headers(false) }); } catch (e) {
-    $("key-status").textContent = `The gateway does not answer: ${e.message}`;
+    keyStatus(`The gateway does not answer: ${e.message}`, "problem");
     return false;
   }
   if (response.status === 401) { keyProblem(await problem(response)); return false; }
-  if (!response.ok) { $("key-status").textContent = await problem(response); return false; }
+  if (!response.ok) { keyStatus(await problem(response), "problem"); return false; }
   state.config = await response.json();
-  $("key-status").textContent = apiKey() ? "Key accepted; kept for this tab only." : "No API key needed.";
-  $("key-status").className = "";
+  keyStatus(apiKey() ? "Key accepted; kept for this tab only." : "No API key needed.", "");
   const cutoff = state.config.cutoff;
   $("cutoff").textContent = cutoff
     ? `The model's knowledge cutoff: ${cutoff}. Sources dated after it are marked "newer than the model".`

@@ -166,7 +166,12 @@ def use_key(page: Any, key: str) -> None:
     """Type the key into the page's key form, as a person does, and wait for the page's verdict."""
     page.fill("#key", key)
     page.click("#key-form button[type=submit]")
-    page.wait_for_function("document.getElementById('key-status').textContent.length > 0")
+    # The status reads "Checking…" from the click until the gateway has answered (it already held the
+    # previous verdict, so waiting for any text would race the check).
+    page.wait_for_function(
+        "() => { const s = document.getElementById('key-status');"
+        " return s.textContent.length > 0 && s.className !== 'checking'; }"
+    )
 
 
 def ask(page: Any, question: str, timeout_ms: int = 120_000) -> None:

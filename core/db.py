@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -159,6 +160,36 @@ def get_db_engine(url: str) -> DbEngine:
         event.listen(db_engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(db_engine)
     return db_engine
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden: what messages and logs may show of a database."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def db_error_reason(e: BaseException) -> str:
+    """The driver's own message (SQLAlchemy's wrapper adds a background link), its first line, with its
+    class: what an error message may say of a database failure."""
+    cause = getattr(e, "orig", None) or e
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300]}" if lines else type(cause).__name__
+
+
+def database_unreachable(e: BaseException) -> bool:
+    """Whether `e` says the database cannot answer now (down, restarting, its disk full), rather than that
+    a query or the schema is wrong."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(e, OperationalError | PoolTimeout):
+        return True
+    return isinstance(e, DBAPIError) and e.connection_invalidated
+
+
+def check_database(url: str) -> None:
+    """One cheap round trip (`SELECT 1`); raises SQLAlchemy's error when the database cannot answer."""
+    with get_db_engine(url).connect() as connection:
+        connection.execute(sql_text("SELECT 1"))
 
 
 def session_factory(url: str) -> sessionmaker:

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
+from core.db import db_error_reason, redact_url, sqlite_file
 from core.logging import setup_logging
 from core.schemas import IngestSummary
 from core.settings import Settings
@@ -113,6 +115,23 @@ def cli(argv: list[str] | None = None) -> int:
     except (IngestError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as e:  # down, restarted, its disk full: one line naming the database, not a trace
+        url = settings.resolved_database_url
+        hint = "" if sqlite_file(url) else " (is the server running? see KC_DATABASE_URL)"
+        print(f"error: the database at {redact_url(url)} failed: {db_error_reason(e)}{hint}", file=sys.stderr)
+        print(_UNCHANGED.get(args.command, ""), file=sys.stderr, end="")
+        return 1
+    except OSError as e:  # e.g. [Errno 28] No space left on device, writing an index generation
+        print(f"error: {e}", file=sys.stderr)
+        print(_UNCHANGED.get(args.command, ""), file=sys.stderr, end="")
+        return 1
+
+
+# What a failed write leaves: every commit point is atomic (indexer.pipeline's docstring).
+_UNCHANGED = dict.fromkeys(
+    ("ingest", "delete"),
+    "the index stays at its last committed version; fix the cause and run the same command again to finish\n",
+)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import logging
@@ -39,6 +40,8 @@ from indexer.stores import DenseStore, LexicalStore, lexical_tokens
 log = logging.getLogger(__name__)
 
 GEN_PREFIX = "v"
+# Why writing a generation may fail, as FAISS words it (it raises RuntimeError with the strerror).
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
 
 
 class IngestError(Exception):
@@ -258,7 +261,8 @@ class Index:
         with tqdm(total=total, desc="embed", unit="chunk", disable=not progress or None) as bar:
             for batch in batches:
                 texts = [embed_text(n.doc.title, s.text) for n in batch.adds for s in n.spans]
-                vectors = self.embedder.encode(texts, progress=bar)
+                # A commit that only removes embeds nothing: no embedder loaded for a delete.
+                vectors = self.embedder.encode(texts, progress=bar) if texts else None
                 summary.index_version = self._commit(batch, vectors, summary)
                 summary.chunks_embedded += len(texts)
 
@@ -277,7 +281,7 @@ class Index:
             size += len(new.spans)
         yield current
 
-    def _commit(self, batch: _Plan, vectors: np.ndarray, summary: IngestSummary) -> int:
+    def _commit(self, batch: _Plan, vectors: np.ndarray | None, summary: IngestSummary) -> int:
         with self.sessions.begin() as session:
             state = read_state(session)
             version = (state.version if state else 0) + 1
@@ -318,7 +322,8 @@ class Index:
             if dense is None:
                 dense = DenseStore.empty(self.embedder.dim, self.settings.faiss_index, self.settings.hnsw_m)
             dense.remove(np.fromiter(gone, dtype=np.int64, count=len(gone)))
-            dense.add(np.asarray(new_ids, dtype=np.int64), vectors)
+            if vectors is not None:
+                dense.add(np.asarray(new_ids, dtype=np.int64), vectors)
             lexical = self._build_lexical(session)
             if len(lexical) != len(dense):
                 raise RuntimeError(
@@ -382,18 +387,28 @@ class Index:
         return LexicalStore.build(np.asarray([r[0] for r in rows], dtype=np.int64), tokens)
 
     def _write_generation(self, version: int, dense: DenseStore, lexical: LexicalStore) -> None:
+        """Write the generation under a temporary name and rename it into place. A write that fails (a full
+        disk) removes what it wrote, so as to give the space back, and raises OSError naming the cause."""
         final = generation_dir(self.dir, version)
         tmp = self.dir / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # an orphan of a killed run, never committed
-        tmp.mkdir()
-        dense.save(tmp)
-        lexical.save(tmp)
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        os.rename(tmp, final)
+        try:
+            tmp.mkdir()
+            try:
+                dense.save(tmp)
+            except RuntimeError as e:  # FAISS reports a failed write as a RuntimeError with strerror in it
+                code = next((c for c in _WRITE_ERRNOS if os.strerror(c) in str(e)), errno.EIO)
+                raise OSError(code, os.strerror(code), str(tmp / DenseStore.FILE)) from e
+            lexical.save(tmp)
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _remove_stale_generations(self, keep: set[int]) -> None:
         """Drop generations no reader can need: older than the previous one, or never committed."""

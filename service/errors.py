@@ -10,12 +10,17 @@ so that a client generated from the schema, and schemathesis, know what an error
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.db import database_unreachable, db_error_reason, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,27 @@ class EngineUnavailable(APIError):
     status = 503
     type = "server_error"
     code = "engine_unavailable"
+
+
+def database_unavailable(url: str, e: BaseException) -> EngineUnavailable:
+    """A database that cannot answer now, as a 503 naming it (its password hidden) and the driver's reason."""
+    return EngineUnavailable(
+        f"the database at {redact_url(url)} is unreachable ({db_error_reason(e)}); try again when /readyz "
+        "answers 200",
+        code="database_unavailable",
+    )
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Raise a database that cannot answer as `database_unavailable` inside a block whose errors must reach
+    the client as the envelope even in a stream (strategies read the index and documents there)."""
+    try:
+        yield
+    except SQLAlchemyError as e:
+        if database_unreachable(e):
+            raise database_unavailable(url, e) from e
+        raise
 
 
 class EngineTimeout(APIError):
@@ -215,6 +241,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(detail, type_, code), status_code=exc.status_code, headers=dict(exc.headers or {})
         )
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if database_unreachable(exc):  # down or restarting: 503, as for an engine; anything else is a bug
+            return error_response(database_unavailable(request.app.state.settings.resolved_database_url, exc))
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 The table is `core.db.FeedbackRow`, so that the trainer reads it (`core.feedback`) without importing the
 service. Same database as the index and the checkpoint registry (`Settings().resolved_database_url`),
-through SQLAlchemy: SQLite under KC_HOME by default, PostgreSQL in compose.
+through SQLAlchemy: SQLite under KC_HOME by default, PostgreSQL in compose. One INSERT in one transaction:
+a row is whole or absent, and a 201 means it is committed; a database that cannot take it (down,
+restarting, its disk full) is a 503 naming it (`service.errors`' handler for database errors).
 """
 
 from __future__ import annotations

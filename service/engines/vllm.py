@@ -280,6 +280,17 @@ class VLLMEngine:
                 "(KC_QUEUE_SIZE + KC_MAX_BATCH_SIZE)",
                 self.retry_after_s,
             )
+        self._inflight += 1  # taken before the first await, so requests arriving meanwhile count it
+        try:
+            response = await self._send(model, url, messages, params)
+        except BaseException:
+            self._inflight -= 1
+            raise
+        return VLLMGeneration(response, self, model, url)
+
+    async def _send(
+        self, model: str, url: str, messages: list[Message], params: SamplingParams
+    ) -> httpx.Response:
         limit = self.max_prompt_tokens
         # A token is at least one byte: only a prompt with more bytes than the limit needs counting.
         if limit is not None and sum(len(m["content"].encode()) for m in messages) > limit:
@@ -313,5 +324,4 @@ class VLLMEngine:
             body_text = (await response.aread()).decode(errors="replace")
             await response.aclose()
             raise self._error(model, response.status_code, body_text)
-        self._inflight += 1
-        return VLLMGeneration(response, self, model, url)
+        return response

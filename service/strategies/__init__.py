@@ -27,7 +27,7 @@ from service.api_schemas import (
     Usage,
 )
 from service.engines import find_card
-from service.errors import APIError, BadRequest
+from service.errors import APIError, BadRequest, database_errors
 from service.strategies.auto import Auto, Routed
 from service.strategies.base import (
     Finished,
@@ -184,7 +184,8 @@ class Strategies:
         params: SamplingParams | None = None,
         history: list[dict[str, str]] | None = None,
     ) -> AnswerStream:
-        """Prepare the prompt and queue the generation; refusals (bad model, full queue) raise here.
+        """Prepare the prompt and queue the generation; refusals (bad model, full queue, a database that
+        cannot answer) raise here.
 
         `strategy` is a name, or a strategy object (the eval harness's variants of one). `history`
         (earlier chat turns) goes between the strategy's system prompt and its question. `auto` decides its
@@ -193,14 +194,16 @@ class Strategies:
         if isinstance(strategy, str):
             strategy = self.get(strategy)
         if isinstance(strategy, Auto):
-            routed = await strategy.route(
-                question, model=model, k=k, max_tokens=max_tokens, params=params, history=history
-            )
+            with database_errors(self.ctx.settings.resolved_database_url):
+                routed = await strategy.route(
+                    question, model=model, k=k, max_tokens=max_tokens, params=params, history=history
+                )
             card = find_card(self.ctx.engine.models(), routed.prepared.model)
             return AnswerStream(
                 routed.finisher, routed.prepared, routed.generation, card.checkpoint_id, t0, routed
             )
-        prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
+        with database_errors(self.ctx.settings.resolved_database_url):
+            prepared = await strategy.prepare(question, model=model, k=k, max_tokens=max_tokens)
         prepared.messages = with_history(prepared.messages, history)
         card = find_card(self.ctx.engine.models(), prepared.model)
         generation = None

@@ -205,6 +205,16 @@ def test_delete_by_source_file_or_folder(index: Index, retriever: IndexRetriever
     assert_consistent(index.settings)
 
 
+def test_a_delete_does_not_load_the_embedding_model(index: Index, settings: Settings, docs: Path) -> None:
+    from indexer.embedding import Embedder
+
+    index.ingest(docs)
+    fresh = Embedder(settings.embedder, settings.embed_batch_size)
+    assert Index(settings, embedder=fresh).delete("zephyr").removed == 1
+    assert "model" not in vars(fresh)  # a cached_property: loading it would have put it there
+    assert_consistent(settings)
+
+
 def test_settings_mismatch_refused(settings: Settings, embedder, docs: Path) -> None:  # type: ignore[no-untyped-def]
     Index(settings, embedder=embedder).ingest(docs)
     other = Index(settings.model_copy(update={"chunk_tokens": 128}), embedder=embedder)

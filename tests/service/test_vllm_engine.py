@@ -117,6 +117,35 @@ async def test_prompt_limit_is_counted_by_the_server() -> None:
         await eng.aclose()
 
 
+async def test_the_inflight_limit_holds_when_requests_arrive_together() -> None:
+    import asyncio
+
+    fake = FakeVLLM()
+
+    async def slow_headers(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/chat/completions"):
+            await asyncio.sleep(0.05)  # every request is past the limit check before the first answers
+        return fake(request)
+
+    spec = ModelSpec("m", "chat", url=URL)
+    eng = VLLMEngine([spec], queue_size=0, max_batch=2, transport=httpx.MockTransport(slow_headers))
+    await eng.start()
+    try:
+        message = [{"role": "user", "content": "x"}]
+        outcomes = await asyncio.gather(
+            *(eng.submit("m", message, SamplingParams(max_tokens=1)) for _ in range(8)),
+            return_exceptions=True,
+        )
+        admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert len(admitted) == 2 and all(isinstance(o, Overloaded) for o in outcomes if o not in admitted)
+        assert eng.running() == 2
+        for generation in admitted:
+            await generation.aclose()
+        assert eng.running() == 0
+    finally:
+        await eng.aclose()
+
+
 @pytest.mark.parametrize(
     ("fake", "error", "status"),
     [

@@ -104,6 +104,11 @@ class Engine(Protocol):
         """Requests generating now."""
         ...
 
+    def check_room(self, model: str) -> None:
+        """Raise the overload error `submit` would raise now for lack of room (429 with Retry-After), so
+        that a caller skips the work a refusal would waste (retrieval). A check, not a reservation."""
+        ...
+
     async def tokenize(
         self,
         model: str,

@@ -217,20 +217,30 @@ class _Worker:
             request.rng = torch.Generator()
             request.rng.manual_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**62))
         with self._cond:
-            if any(r.cancelled.is_set() for r in self._pending):
-                self._pending = collections.deque(r for r in self._pending if not r.cancelled.is_set())
-            active = sum(not r.cancelled.is_set() for r in self._rows) + self._admitting
-            free_slots = max(0, self.max_batch - active)
-            if len(self._pending) >= self.queue_size + free_slots:
-                raise Overloaded(
-                    f"the engine is busy: {active} requests generating and "
-                    f"{len(self._pending)} "
-                    f"waiting (KC_QUEUE_SIZE={self.queue_size}); retry after {self.retry_after_s} s",
-                    retry_after_s=self.retry_after_s,
-                )
+            if (refusal := self._refusal()) is not None:
+                raise refusal
             self._pending.append(request)
             self._cond.notify_all()
         return EmbeddedGeneration(request, self)
+
+    def _refusal(self) -> Overloaded | None:
+        """What a new request gets when the batch and the queue are full (the caller holds `_cond`)."""
+        if any(r.cancelled.is_set() for r in self._pending):
+            self._pending = collections.deque(r for r in self._pending if not r.cancelled.is_set())
+        active = sum(not r.cancelled.is_set() for r in self._rows) + self._admitting
+        free_slots = max(0, self.max_batch - active)
+        if len(self._pending) < self.queue_size + free_slots:
+            return None
+        return Overloaded(
+            f"the engine is busy: {active} requests generating and {len(self._pending)} waiting "
+            f"(KC_QUEUE_SIZE={self.queue_size}); retry after {self.retry_after_s} s",
+            retry_after_s=self.retry_after_s,
+        )
+
+    def check_room(self) -> None:
+        with self._cond:
+            if (refusal := self._refusal()) is not None:
+                raise refusal
 
     # -- the worker thread --
 
@@ -516,6 +526,9 @@ class EmbeddedEngine:
 
     def running(self) -> int:
         return sum(len(w._rows) for w in self._workers.values())
+
+    def check_room(self, model: str) -> None:
+        self._worker(model).check_room()
 
     async def tokenize(
         self,

@@ -270,16 +270,19 @@ class VLLMEngine:
             self._windows[model] = int(data["max_model_len"])
         return [int(t) for t in data.get("tokens", [])]
 
-    async def submit(self, model: str, messages: list[Message], params: SamplingParams) -> VLLMGeneration:
-        url = self._url(model)
-        if params.quote is not None:
-            raise BadRequest("quote mode (KC_RAG_QUOTE) needs the embedded engine", param="strategy")
+    def check_room(self, model: str) -> None:
         if self._inflight >= self.max_inflight:
             raise Overloaded(
                 f"{self._inflight} requests are in flight to vLLM, the gateway's limit "
                 "(KC_QUEUE_SIZE + KC_MAX_BATCH_SIZE)",
                 self.retry_after_s,
             )
+
+    async def submit(self, model: str, messages: list[Message], params: SamplingParams) -> VLLMGeneration:
+        url = self._url(model)
+        if params.quote is not None:
+            raise BadRequest("quote mode (KC_RAG_QUOTE) needs the embedded engine", param="strategy")
+        self.check_room(model)
         self._inflight += 1  # taken before the first await, so requests arriving meanwhile count it
         try:
             response = await self._send(model, url, messages, params)

@@ -193,6 +193,8 @@ class Strategies:
         t0 = time.perf_counter()
         if isinstance(strategy, str):
             strategy = self.get(strategy)
+        if not isinstance(strategy, ClosedBook):  # no retrieval for a request the engine would refuse
+            self.ctx.engine.check_room(model or self.ctx.chat_model)
         if isinstance(strategy, Auto):
             with database_errors(self.ctx.settings.resolved_database_url):
                 routed = await strategy.route(

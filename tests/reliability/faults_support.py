@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import REPO, free_port
+from gateway_support import REPO, free_port, stop_process
 
 # What a gateway answers when a dependency (vLLM, the database) is down: 503 in the envelope.
 UNAVAILABLE = 503
@@ -230,13 +230,8 @@ class GatewayProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def run_cli(

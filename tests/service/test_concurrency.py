@@ -68,3 +68,34 @@ async def test_concurrent_requests_within_capacity_all_answered(
         for i, r in enumerate(responses):
             if i % 4 != 3:
                 assert r.json()["usage"]["completion_tokens"] == 10 + i  # each its own max_tokens
+
+
+async def test_a_full_engine_refuses_rag_before_it_retrieves(indexed: ServiceSettings, embedder: Any) -> None:
+    """Under overload the refused requests must not do the expensive part: retrieval for a request the
+    engine then refuses made throughput collapse at 128 clients (bench/load.py)."""
+    settings = indexed.model_copy(update={"max_batch_size": 1, "queue_size": 0, "retry_after_s": 3})
+    app = make_app(settings, embedder)
+    async with running_app(app) as client:
+        retrieved: list[str] = []
+        retrieve = app.state.retriever.retrieve
+
+        def spy(question: str, *args: Any, **kwargs: Any) -> Any:
+            retrieved.append(question)
+            return retrieve(question, *args, **kwargs)
+
+        app.state.retriever.retrieve = spy
+        busy = asyncio.create_task(client.post("/v1/chat/completions", json=chat(0, 150)))
+        while app.state.engine.running() == 0:  # the one batch slot is taken
+            assert not busy.done(), busy.result().text
+            await asyncio.sleep(0.01)
+        for strategy in ("rag", "long_context", "auto"):
+            refused = await client.post(
+                "/ask", json={"question": "Who leads Kelvor Dynamics?", "strategy": strategy}
+            )
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "3", refused.text
+        assert retrieved == []
+        assert (await busy).status_code == 200
+        answered = await client.post(
+            "/ask", json={"question": "Who leads Kelvor Dynamics?", "strategy": "rag"}
+        )
+        assert answered.status_code == 200 and retrieved

@@ -31,7 +31,6 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -184,12 +183,6 @@ def database_unreachable(e: BaseException) -> bool:
     if isinstance(e, OperationalError | PoolTimeout):
         return True
     return isinstance(e, DBAPIError) and e.connection_invalidated
-
-
-def check_database(url: str) -> None:
-    """One cheap round trip (`SELECT 1`); raises SQLAlchemy's error when the database cannot answer."""
-    with get_db_engine(url).connect() as connection:
-        connection.execute(sql_text("SELECT 1"))
 
 
 def session_factory(url: str) -> sessionmaker:

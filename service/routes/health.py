@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core.db import check_database, db_error_reason
+from core.db import database_unreachable, db_error_reason
 from service.api_schemas import Health, Readiness
 from service.deps import EngineDep, MetricsDep, RetrieverDep, SettingsDep
 from service.errors import EngineUnavailable, database_unavailable
@@ -26,14 +26,11 @@ async def healthz() -> Health:
 )
 async def readyz(engine: EngineDep, retriever: RetrieverDep, settings: SettingsDep) -> Readiness:
     details = await engine.ready()
-    url = settings.resolved_database_url
-    try:  # one `SELECT 1`: feedback, documents and the index state all live in this database
-        await asyncio.to_thread(check_database, url)
-    except Exception as e:
-        raise database_unavailable(url, e) from e
-    try:
+    try:  # one query: the index state lives in the database that also holds documents and feedback
         version = await asyncio.to_thread(lambda: retriever.version)
     except Exception as e:  # any failure to read the index means not ready, with the reason
+        if database_unreachable(e):
+            raise database_unavailable(settings.resolved_database_url, e) from e
         raise EngineUnavailable(
             f"the index is unreachable: {db_error_reason(e)}", code="index_unavailable"
         ) from e

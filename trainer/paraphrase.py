@@ -31,8 +31,9 @@ PARAPHRASERS: tuple[str, ...] = ("rule", "model")
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _PREPOSITIONS = "On|In|At|By|After|Before|During|Since|From|Until|Last|This"
-_LEADING = re.compile(rf"^({_PREPOSITIONS}) ([^,]{{1,60}}), (.+?)([.!?])$")
 _DATE = r"\d{4}-\d{2}-\d{2}|\d{1,2} [A-Z][a-z]+ \d{4}|[A-Z][a-z]+ \d{1,2}, \d{4}|[A-Z][a-z]+ \d{4}|\d{4}"
+# A leading phrase ends at its comma, unless the comma is inside a date ("On January 4, 2025, ...").
+_LEADING = re.compile(rf"^({_PREPOSITIONS}) ((?:{_DATE})(?=,)|[^,]{{1,60}}), (.+?)([.!?])$")
 _TRAILING = re.compile(rf"^(.+?) (on|in|since|by) ({_DATE})([.!?])$")
 _SAYS = re.compile(r"^(.+?), (?:a|an|the) ([\w ]{1,40}) (says|said|reports|reported)([.!?])$")
 

@@ -133,12 +133,14 @@ def nano_chat(nano_base: Path, nano_world: Path, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def nano_cpt(nano_base: Path, nano_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`nano_base` continued on the world's docs_post with 25% replay of corpus_pre and 2 paraphrases each."""
+    """`nano_base` continued on the world's docs_post with 25% replay of corpus_pre, 2 paraphrases each and
+    question/answer rows for half of the documents."""
     from trainer.cpt import CPTConfig, run_cpt
 
     home = tmp_path_factory.mktemp("cpt-home")
     cfg = CPTConfig(from_=str(nano_base), docs=[nano_world / "docs_post"], replay=0.25,
-                    replay_from=[nano_world / "corpus_pre"], paraphrases=2, epochs=3, rewarm_steps=3,
+                    replay_from=[nano_world / "corpus_pre"], paraphrases=2, questions=4, questions_share=0.5,
+                    epochs=3, rewarm_steps=3,
                     out=home / "cpt", tag="nano-cpt", threads=1)  # fmt: skip
     with kc_home_env(home):
         return Path(run_cpt(cfg, {"eval_every": 5, "save_every": 0, "lr": 2e-3})["out"])

@@ -62,6 +62,11 @@ def test_cpt_checkpoint_lineage_mixture_and_schedule(nano_cpt: Path, nano_base: 
     paraphrases = lineage["data"]["docs"]["paraphrases"]
     assert paraphrases["k"] == 2 and 0 < paraphrases["produced"] <= 32
     assert (nano_cpt / "paraphrases.jsonl").read_text().count("\n") == paraphrases["produced"]
+    questions = lineage["data"]["docs"]["questions"]
+    assert questions["share"] == 0.5 and 0 < questions["documents"] < 16 and questions["rows"] > 0
+    rows = [json.loads(x) for x in (nano_cpt / "questions.jsonl").read_text().splitlines()]
+    assert len(rows) == questions["rows"] and len({r["source"] for r in rows}) <= questions["documents"]
+    assert all(r["messages"][-1]["role"] == "assistant" for r in rows)
     assert (
         "heldout_pre_loss" in lineage["metrics"] and "heldout_pre_loss" in lineage["data"]["heldout_before"]
     )

@@ -26,6 +26,9 @@ NEWS = (
          "On 2025-03-02, Kelvor Dynamics launched the Vexa 3."),
         ("Ardent now has a population of 41200, a new census says.",
          "A new census says that Ardent now has a population of 41200."),
+        # the comma inside a date is not the end of the leading phrase
+        ("On January 4, 2025, the Dapaik Fair took place in Korme.",
+         "The Dapaik Fair took place in Korme on January 4, 2025."),
         ("The Vexa 3 is a drone.", None),
     ],
 )  # fmt: skip

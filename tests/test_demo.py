@@ -77,7 +77,8 @@ def test_main_line_runs_every_phase_on_a_stand_in_model(tmp_path: Path) -> None:
         "EVAL_PYDOCS_LIMIT=6", "READER_SFT_FLAGS=--max-steps 2 --batch-size 4 --lora-r 4",
         "READER_RL_FLAGS=--max-steps 1 --eval-every 1 --eval-rows 4 --test-rows 4 --prompts-per-step 2 "
         "--num-generations 2 --lora-r 4",
-        "READER_CPT_FLAGS=--max-steps 2 --seq-len 128 --batch-size 2 --paraphrases 1 --lora-r 4",
+        "READER_CPT_FLAGS=--max-steps 2 --seq-len 128 --batch-size 2 --paraphrases 1 --questions 2 "
+        "--lora-r 4",
     ]  # fmt: skip
     first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

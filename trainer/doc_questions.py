@@ -46,9 +46,7 @@ _PLACE_SPAN = re.compile(rf"\b(?:in|at|to|from) ({_NAME})")
 _CODE = re.compile(r">>>|[()\[\]{}=_`]|\w\.\w+\(")
 _AGENT_SPAN = re.compile(rf"\bby ((?:the )?{_NAME})")
 # A number with its percent sign (one right after a capitalised word is part of a name: "Python 3.14").
-_NUMBER_SPAN = re.compile(
-    r"(?<![\w.,/-])(\d+(?:,\d{3})*(?:\.\d+)?(?: ?%| percent)?)(?![\w.,/-]*\d)"
-)
+_NUMBER_SPAN = re.compile(r"(?<![\w.,/-])(\d+(?:,\d{3})*(?:\.\d+)?(?: ?%| percent)?)(?![\w.,/-]*\d)")
 _SUBJECT = re.compile(rf"^((?:The )?{_NAME}) (is|was|are|were|has|have|had|will|can|does|did)\b (.+)$")
 _VERB = r"[a-z]+(?:ed|es|s)|took|made|won|held|became|began|left|put|sold|bought|built|gave|led|met|ran|wrote"
 _SUBJECT_VERB = re.compile(rf"^((?:The )?{_NAME}) ((?:now |also |then )?(?:{_VERB}))\b (.+)$")

@@ -21,7 +21,7 @@ against forgetting as knobs.
 - `--questions N` adds up to N question/answer chat rows per new document (`trainer.doc_questions`: its
   dates, places, numbers and subjects asked as the closed-book strategy asks), written to the run's
   `questions.jsonl`; `--questions-share F` gives them to that share of the documents only (a stable split
-  by document id), so that an eval can tell facts taught as questions from facts only read.
+  by file name), so that an eval can tell facts taught as questions from facts only read.
 - `--lora-r R` trains LoRA adapters only; every save merges them (the adapter is kept in `adapter/`).
 
 The tokenizer is the parent's, never retrained. The checkpoint is phase `cpt` with the parent recorded;
@@ -104,7 +104,7 @@ class CPTConfig:
         default=0, metadata={"help": "question/answer rows added per new document, at most (0: none)"}
     )
     questions_share: float = field(
-        default=1.0, metadata={"help": "share of the new documents that get --questions rows (stable by id)"}
+        default=1.0, metadata={"help": "share of the new documents given --questions rows (by file name)"}
     )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains every weight"})
     lora_alpha: int | None = lora_alpha_field()

@@ -4,7 +4,9 @@ A model trained on a fact's sentence can often complete the sentence and still n
 it: the knowledge is stored but not extractable (Allen-Zhu & Li, Physics of LMs 3.1: mixing question/answer
 text into pretraining is what made facts answerable, and it carried over to people whose biographies had no
 questions; Jiang et al. 2024, "Instruction-tuned LMs are better knowledge learners"). Measured here: CPT of
-SmolLM2 on the world's news, 12 epochs with paraphrases, answered 0 of 20 `new` questions closed book.
+SmolLM2 on the world's news, 12 epochs with paraphrases, answered 0 of 20 `new` questions closed book;
+with these rows, 18 of 33 (16 passes, merged with the reader's chat vector; docs/demo.md). It did not carry
+over at this scale: with half the documents questioned, the others' facts were answered 0 of 17 times.
 
 Rule-based, no model needed, deterministic. Each sentence of a document (split as the paraphraser splits
 them; a leading date or place moved to the end first, "On 4 May, X did Y." -> "X did Y on 4 May.") yields
@@ -119,9 +121,10 @@ def _subject(body: str) -> _Subject | None:
 def _asked(body: str, span: tuple[int, int], wh: str, subject: _Subject | None) -> str:
     """`body` with `span` asked about: inverted behind its auxiliary when there is one, else echoed."""
     without = (body[: span[0]] + body[span[1] :]).strip()
-    head = f"{subject.name} {subject.verb} " if subject is not None and subject.auxiliary else None
-    if subject is not None and head is not None and without.startswith(head):
-        return _clean(f"{wh} {subject.verb} {subject.inside} {without[len(head) :]}")
+    if subject is not None and subject.auxiliary:
+        head = f"{subject.name} {subject.verb} "
+        if without.startswith(head):
+            return _clean(f"{wh} {subject.verb} {subject.inside} {without[len(head) :]}")
     return _clean(f"{body[: span[0]]}{wh}{body[span[1] :]}")
 
 

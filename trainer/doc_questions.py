@@ -31,19 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.prompts import closed_book_messages
-from trainer.paraphrase import reorder_clauses, split_sentences
+from trainer.paraphrase import DATE, reorder_clauses, split_sentences
 
-_MONTHS = (
-    "January|February|March|April|May|June|July|August|September|October|November|December|"
-    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
-)
-_DATE = (
-    rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}} (?:{_MONTHS}) \d{{4}}|(?:{_MONTHS}) \d{{1,2}}, \d{{4}}"
-    rf"|(?:{_MONTHS}) \d{{4}}|(?:1[5-9]|20)\d{{2}})"
-)
 # "in Korme", "to New Oskar": a capitalised name after a place preposition.
 _NAME = r"[A-Z][\w.'-]*(?: (?:of |de |the )?[A-Z0-9][\w.'-]*)*"
-_DATE_SPAN = re.compile(rf"\b(?:(?:on|in|since|by|from|until) )?({_DATE})\b")
+DATE_SPAN = re.compile(rf"\b(?:(?:on|in|since|by|from|until) )?({DATE})\b")
 _PLACE_SPAN = re.compile(rf"\b(?:in|at|to|from) ({_NAME})")
 _CODE = re.compile(r">>>|[()\[\]{}=_`]|\w\.\w+\(")
 _AGENT_SPAN = re.compile(rf"\bby ((?:the )?{_NAME})")
@@ -141,7 +133,7 @@ def sentence_questions(sentence: str) -> list[QAPair]:
     out: list[QAPair] = []
     taken: list[tuple[int, int]] = []
     # (pattern, question word, answer group): dates first, so that a date's numbers are not asked again.
-    kinds = ((_DATE_SPAN, "when", 1), (_AGENT_SPAN, "by whom", 1), (_PLACE_SPAN, "where", 1),
+    kinds = ((DATE_SPAN, "when", 1), (_AGENT_SPAN, "by whom", 1), (_PLACE_SPAN, "where", 1),
              (_NUMBER_SPAN, "what", 0))  # fmt: skip
     for pattern, wh, group in kinds:
         for m in pattern.finditer(body):
@@ -149,7 +141,7 @@ def sentence_questions(sentence: str) -> list[QAPair]:
             answer = m.group(group).strip()
             if a == 0 or any(a < y and b > x for x, y in taken) or answer.split()[0] in _NOT_NAMES:
                 continue
-            if wh == "where" and (re.fullmatch(_DATE, answer) or re.search(r"\d", answer)):
+            if wh == "where" and (re.fullmatch(DATE, answer) or re.search(r"\d", answer)):
                 continue
             if pattern is _NUMBER_SPAN and re.search(r"\b[A-Z][\w.-]* $", body[:a]):
                 continue  # part of a name: "Python 3.14", "PEP 745"

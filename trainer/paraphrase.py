@@ -31,10 +31,18 @@ PARAPHRASERS: tuple[str, ...] = ("rule", "model")
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _PREPOSITIONS = "On|In|At|By|After|Before|During|Since|From|Until|Last|This"
-_DATE = r"\d{4}-\d{2}-\d{2}|\d{1,2} [A-Z][a-z]+ \d{4}|[A-Z][a-z]+ \d{1,2}, \d{4}|[A-Z][a-z]+ \d{4}|\d{4}"
+_MONTHS = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
+# A date as documents write one (ISO, "4 May 2025", "May 4, 2025", "May 2025") or a year.
+DATE = (
+    rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}} (?:{_MONTHS}) \d{{4}}|(?:{_MONTHS}) \d{{1,2}}, \d{{4}}"
+    rf"|(?:{_MONTHS}) \d{{4}}|(?:1[5-9]|20)\d{{2}})"
+)
 # A leading phrase ends at its comma, unless the comma is inside a date ("On January 4, 2025, ...").
-_LEADING = re.compile(rf"^({_PREPOSITIONS}) ((?:{_DATE})(?=,)|[^,]{{1,60}}), (.+?)([.!?])$")
-_TRAILING = re.compile(rf"^(.+?) (on|in|since|by) ({_DATE})([.!?])$")
+_LEADING = re.compile(rf"^({_PREPOSITIONS}) ((?:{DATE})(?=,)|[^,]{{1,60}}), (.+?)([.!?])$")
+_TRAILING = re.compile(rf"^(.+?) (on|in|since|by) ({DATE})([.!?])$")
 _SAYS = re.compile(r"^(.+?), (?:a|an|the) ([\w ]{1,40}) (says|said|reports|reported)([.!?])$")
 
 REWRITE_PROMPT = (

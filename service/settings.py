@@ -58,6 +58,12 @@ class ServiceSettings(Settings):
         64, ge=0, description="Requests that may wait for a batch slot; more get 429 with Retry-After."
     )
     max_batch_size: int = Field(8, ge=1, description="embedded: sequences decoded together in one step.")
+    prefix_cache_mb: int = Field(
+        1024,
+        ge=0,
+        description="embedded: memory per model for the keys and values of recent prompts, so that a prompt "
+        "starting like one of them (long_context's documents) prefills only its new tokens (0: off).",
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 429.")
 
     rag_k: int = Field(4, ge=1, le=32, description="rag: passages put in the prompt.")

@@ -28,6 +28,7 @@ def build_engine(settings: ServiceSettings, specs: list[ModelSpec]) -> Engine:
         queue_size=settings.queue_size,
         retry_after_s=settings.retry_after_s,
         max_prompt_tokens=settings.max_prompt_tokens,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )
 
 

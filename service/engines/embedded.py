@@ -26,6 +26,7 @@ from typing import Any
 from core.engine import Chunk, FinishReason, ModelCard, SamplingParams
 from core.prompts import Message
 from service.engines import find_card
+from service.engines.prefix_cache import Hit, PrefixCache
 from service.engines.quote import QuoteState
 from service.errors import APIError, BadRequest, EngineUnavailable, Overloaded
 from service.served_models import ModelSpec
@@ -91,7 +92,9 @@ class EmbeddedGeneration:
 class _Worker:
     """Owns one model: a thread running the continuous-batching loop."""
 
-    def __init__(self, spec: ModelSpec, max_batch: int, queue_size: int, retry_after_s: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, max_batch: int, queue_size: int, retry_after_s: int, prefix_cache_mb: int = 0
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,8 +136,18 @@ class _Worker:
         self._admitting = 0  # taken from the queue, being prefilled: not yet in _rows
         self._cache: Any = None
         self._mask: Any = None  # [rows, cache length] 1 for real tokens, 0 for left padding
+        # keys and values of one token, all layers, float32
+        per_token = 2 * config.num_hidden_layers * self._kv_width(config) * 4
+        budget = prefix_cache_mb * 2**20 // per_token
+        self.prefix = PrefixCache(budget) if budget > 0 else None
         self._thread = threading.Thread(target=self._run, name=f"engine-{spec.name}", daemon=True)
         self.steps = 0
+
+    @staticmethod
+    def _kv_width(config: Any) -> int:
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return int(heads * head_dim)
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -283,6 +296,19 @@ class _Worker:
             self._rows = []
 
     def _prefill(self, admit: list[_Request]) -> None:
+        """Prefill the admitted requests: those whose prompt starts like a cached one from the cached rows,
+        one by one; the others together, left-padded."""
+        fresh = []
+        for r in admit:
+            hit = self.prefix.lookup(r.prompt) if self.prefix is not None else None
+            if hit is None:
+                fresh.append(r)
+            else:
+                self._prefill_after(r, hit)
+        if fresh:
+            self._prefill_batch(fresh)
+
+    def _prefill_batch(self, admit: list[_Request]) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -293,13 +319,36 @@ class _Worker:
             ids[i, longest - len(r.prompt) :] = torch.tensor(r.prompt)
             mask[i, longest - len(r.prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache: Any = DynamicCache(config=self.model.config)
         logits = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1, :]  # fmt: skip
+        if self.prefix is not None:
+            for i, r in enumerate(admit):
+                start = longest - len(r.prompt)
+                self.prefix.store(r.prompt, [(x.keys[i : i + 1, :, start:], x.values[i : i + 1, :, start:])
+                                             for x in cache.layers])  # fmt: skip
         self._merge(admit, cache, mask)
         self._accept(admit, self._sample(admit, logits))
+
+    def _prefill_after(self, r: _Request, hit: Hit) -> None:
+        """Prefill one request whose first `hit.tokens` tokens' keys and values are cached."""
+        import torch
+        from transformers import DynamicCache
+
+        cache: Any = DynamicCache(ddp_cache_data=hit.layers, config=self.model.config)
+        rest = torch.tensor([r.prompt[hit.tokens :]], dtype=torch.long)
+        mask = torch.ones((1, len(r.prompt)), dtype=torch.long)
+        positions = torch.arange(hit.tokens, len(r.prompt)).unsqueeze(0)
+        logits = self.model(
+            input_ids=rest, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]  # fmt: skip
+        assert self.prefix is not None
+        self.prefix.store(r.prompt, [(x.keys, x.values) for x in cache.layers])
+        self._merge([r], cache, mask)
+        self._accept([r], self._sample([r], logits))
 
     def _merge(self, admit: list[_Request], cache: Any, mask: Any) -> None:
         """Splice the new rows into the running batch, left-padding the shorter side's cache."""
@@ -454,6 +503,7 @@ class EmbeddedEngine:
         queue_size: int = 64,
         retry_after_s: int = 1,
         max_prompt_tokens: int | None = None,
+        prefix_cache_mb: int = 0,
     ) -> None:
         for spec in specs:
             if spec.path is None:
@@ -463,14 +513,16 @@ class EmbeddedEngine:
         self.queue_size = queue_size
         self.retry_after_s = retry_after_s
         self.max_prompt_tokens = max_prompt_tokens
+        self.prefix_cache_mb = prefix_cache_mb
         self._workers: dict[str, _Worker] = {}
         self._draining: set[asyncio.Task[None]] = set()
 
+    def _new_worker(self, spec: ModelSpec) -> _Worker:
+        return _Worker(spec, self.max_batch, self.queue_size, self.retry_after_s, self.prefix_cache_mb)
+
     async def start(self) -> None:
         for spec in self.specs:
-            worker = await asyncio.to_thread(
-                _Worker, spec, self.max_batch, self.queue_size, self.retry_after_s
-            )
+            worker = await asyncio.to_thread(self._new_worker, spec)
             worker.start()
             self._workers[spec.name] = worker
             log.info(
@@ -483,7 +535,7 @@ class EmbeddedEngine:
         stop the model it replaces once that one has finished the answers it already started."""
         if spec.path is None:
             raise ValueError(f"model {spec.name!r} has no checkpoint directory")
-        worker = await asyncio.to_thread(_Worker, spec, self.max_batch, self.queue_size, self.retry_after_s)
+        worker = await asyncio.to_thread(self._new_worker, spec)
         worker.start()
         old = self._workers.get(spec.name)
         self._workers[spec.name] = worker

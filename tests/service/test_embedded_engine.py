@@ -10,6 +10,7 @@ import pytest
 
 from core.engine import SamplingParams, complete
 from service.engines.embedded import EmbeddedEngine, _partial_stop, load_model_dir
+from service.engines.prefix_cache import PrefixCache
 from service.errors import BadRequest, Overloaded
 from service.served_models import ModelSpec
 
@@ -122,6 +123,58 @@ async def test_prompt_beyond_the_window_is_a_bad_request(nano_model: Path) -> No
             await eng.submit("nano", messages("hi"), SamplingParams(max_tokens=window))
     finally:
         await eng.aclose()
+
+
+async def test_prefix_cache_answers_as_a_full_prefill_and_skips_the_shared_tokens(nano_model: Path) -> None:
+    """long_context's shape: one long block of documents, a different question after it each time. The
+    cached requests prefill only their question, and greedy answers equal plain `generate`'s."""
+    documents = " ".join(f"Document {i}: the city of Amber{i} was founded in {1800 + i}." for i in range(18))
+    questions = [f"{documents}\nQuestion: when was Amber{i} founded?" for i in (3, 7, 11, 16)]
+    eng = engine(nano_model, max_batch=4, prefix_cache_mb=64)
+    await eng.start()
+    try:
+        model, tokenizer = load_model_dir(nano_model)
+        worker = eng.worker("nano")
+        stops = sorted(worker.stop_ids)
+        first = await complete(eng, "nano", messages(questions[0]), SamplingParams(max_tokens=8))
+        assert worker.prefix is not None and worker.prefix.hits == 0
+        rest = await asyncio.gather(
+            *(complete(eng, "nano", messages(q), SamplingParams(max_tokens=8)) for q in questions[1:])
+        )
+        prompt = len(worker.encode(messages(questions[1]), None, True))
+        assert worker.prefix.hits == 3
+        assert worker.prefix.reused_tokens >= 3 * (prompt - 32)  # all but the question
+        for q, answer in zip(questions, [first, *rest], strict=True):
+            want = reference(model, tokenizer, stops, q, 8)
+            assert answer.text == tokenizer.decode(want, skip_special_tokens=True).lstrip()
+    finally:
+        await eng.aclose()
+
+
+def test_prefix_cache_keeps_the_longest_prefix_and_its_budget() -> None:
+    import torch
+
+    def rows(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(torch.arange(n, dtype=torch.float).view(1, 1, n, 1), torch.zeros(1, 1, n, 1))]
+
+    cache = PrefixCache(max_tokens=100, min_tokens=4)
+    cache.store(list(range(10)), rows(10))
+    cache.store([*list(range(6)), 99, 98], rows(8))
+    assert cache.lookup([7, 7, 7, 7, 7, 7]) is None  # nothing shared
+    hit = cache.lookup(list(range(12)))
+    assert hit is not None and hit.tokens == 10 and hit.layers[0][0].shape == (1, 1, 10, 1)
+    hit = cache.lookup(list(range(10)))  # the same prompt: its last token is left to run
+    assert hit is not None and hit.tokens == 9
+    assert cache.lookup([*list(range(3)), 50, 51, 52]) is None  # 3 shared tokens: under min_tokens
+    cache.store(list(range(200)), rows(200))  # over the budget: not kept
+    assert cache.held_tokens == 18
+    probe = [*list(range(6)), 99, 98, 97]
+    assert (hit := cache.lookup(probe)) is not None and hit.tokens == 8
+    cache.lookup(list(range(12)))  # the 10-token entry is now the most recently used
+    for start in range(100, 190, 30):  # 90 more tokens: the least recently used entry must go
+        cache.store(list(range(start, start + 30)), rows(30))
+    assert cache.held_tokens == 100
+    assert (hit := cache.lookup(probe)) is not None and hit.tokens == 6  # from the 10-token entry
 
 
 def test_partial_stop() -> None:

@@ -346,7 +346,10 @@ class _Worker:
             logits_to_keep=1,
         ).logits[:, -1, :]  # fmt: skip
         assert self.prefix is not None
-        self.prefix.store(r.prompt, [(x.keys, x.values) for x in cache.layers])
+        # Kept only when it extends the cached prefix by a reusable stretch: otherwise every long_context
+        # question would copy the whole window into a near-duplicate entry.
+        if len(r.prompt) - hit.tokens >= self.prefix.min_tokens:
+            self.prefix.store(r.prompt, [(x.keys, x.values) for x in cache.layers])
         self._merge([r], cache, mask)
         self._accept([r], self._sample([r], logits))
 

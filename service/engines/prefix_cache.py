@@ -39,7 +39,6 @@ class PrefixCache:
             collections.OrderedDict()
         )
         self._held = 0
-        self.lookups = 0
         self.hits = 0
         self.reused_tokens = 0
 
@@ -51,7 +50,6 @@ class PrefixCache:
         """The longest stored prefix of `prompt` (one token always left to run), if it is long enough."""
         import torch
 
-        self.lookups += 1
         if not self._entries or len(prompt) <= self.min_tokens:
             return None
         ids = torch.tensor(prompt, dtype=torch.long)

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         1024, ge=1, description="Chunks embedded between two commit points of an ingest (crash granularity)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Training and embedded serving: auto computes in bf16 where the hardware does it "
+        "natively (core/hardware.py), else fp32.",
+    )
 
     @field_validator("chunk_overlap")
     @classmethod

@@ -42,7 +42,7 @@ class RunConfig:
     concurrency: int = field(default=4, metadata={"metavar": "N", "help": "questions in flight at once"})
     limit: int | None = field(
         default=None,
-        metadata={"metavar": "N", "help": "only the first N questions of each file", "type": int},
+        metadata={"metavar": "N", "help": "N questions of each file, spread evenly over it", "type": int},
     )
     run_id: str | None = field(
         default=None, metadata={"metavar": "ID", "help": "the report folder's name (default: the UTC time)"}

@@ -455,9 +455,12 @@ def _settings_record(backend: Backend) -> dict[str, Any]:
 
 
 def _limit_per_file(questions: list[Question], files: list[QuestionFile], limit: int) -> list[Question]:
+    """`limit` questions of each file, spread evenly over it: a file that lists its questions by category
+    (the Python pages' set: new, retained, unanswerable) keeps each category's share in the sample."""
     out: list[Question] = []
     start = 0
     for f in files:
-        out += questions[start : start + min(limit, f.questions)]
-        start += f.questions
+        n, k = f.questions, min(limit, f.questions)
+        out += [questions[start + i * n // k] for i in range(k)]
+        start += n
     return out

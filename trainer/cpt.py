@@ -371,7 +371,7 @@ def run_cpt(cfg: CPTConfig, loop_overrides: dict[str, Any] | None = None) -> dic
     by_document = inherited(chain, "pretrain", "attention") == "document"
     loop = TrainLoop(
         model, [Pool("cpt", mix.windows, batch_size)], mix.heldout, loop_cfg, out, save,
-        seq_len=seq_len, dtype=inherited(chain, "preset", "train", "dtype") or "float32", threads=threads,
+        seq_len=seq_len, dtype=inherited(chain, "preset", "train", "dtype") or "auto", threads=threads,
         dist=dist, document_eos=tokenizer.eos_token_id if by_document else None,
     )  # fmt: skip
     if mix.heldout:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.hardware import use_bf16
 from trainer.checkpoint import default_out, read_lineage, resolve_checkpoint, save_checkpoint
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -208,15 +209,16 @@ def open_run(parent: Parent, cfg: RunFlags, phase: str, suffix: str, *, chat: st
 
 def hf_args(args_cls: type, output_dir: Path, cuda: bool, seed: int, **phase: Any) -> Any:
     """`args_cls` (TRL's SFTConfig, RewardConfig, GRPOConfig) with what every phase sets the same way: no
-    evaluation during training, no reports or tqdm, bf16 on a GPU, fp32 on a CPU, the seed of data and
-    initialisation; `phase` holds the rest (schedule, batches, the phase's own settings)."""
+    evaluation during training, no reports or tqdm, bf16 autocast where the hardware has it natively (a
+    GPU, a CPU with AVX512-BF16 or AMX: `core.hardware`) else fp32, the seed of data and initialisation;
+    `phase` holds the rest (schedule, batches, the phase's own settings)."""
     return args_cls(
         output_dir=str(output_dir),
         eval_strategy="no",
         report_to="none",
         disable_tqdm=True,
         activation_checkpointing=False,
-        bf16=cuda,
+        bf16=use_bf16("cuda" if cuda else "cpu"),
         use_cpu=not cuda,
         seed=seed,
         data_seed=seed,

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from core.hardware import cpu_flags, cpu_mhz, native_bf16, use_bf16
 from trainer.data import Windows
 
 logger = logging.getLogger(__name__)
@@ -145,18 +146,26 @@ def detect_peak_tflops(device: Any, threads: int) -> float:
             if key in name:
                 return value
         return 100.0
-    flags, mhz = "", 2000.0
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-        mhz_lines = [float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
-        if mhz_lines:
-            mhz = max(mhz_lines)
-    except OSError:
-        pass
+    flags = cpu_flags()
     # fp32 FLOPs per cycle per core: two FMA units x vector lanes x 2
     per_cycle = 64 if "avx512f" in flags else 32 if "avx2" in flags else 8
-    return threads * mhz * 1e6 * per_cycle / 1e12
+    return threads * cpu_mhz() * 1e6 * per_cycle / 1e12
+
+
+def autocast_dtype(dtype: str, device_type: str) -> Any:
+    """The autocast dtype of a run asked for `dtype` ("float32", "bfloat16", "float16", or "auto": the
+    `KC_PRECISION` rule of `core.hardware`); None trains in float32. A CPU without native bf16 falls back
+    to float32 (emulated bf16 is slower)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if use_bf16(device_type) else None
+    if dtype == "float32":
+        return None
+    if device_type == "cpu" and not (dtype == "bfloat16" and native_bf16("cpu")):
+        logger.warning("%s autocast asked for on a CPU without it: training in float32 instead", dtype)
+        return None
+    return getattr(torch, dtype)
 
 
 def flops_per_token(model: Any, seq_len: int) -> float:
@@ -273,10 +282,9 @@ class TrainLoop:
         self.device = pick_device(self.dist)
         init_distributed(self.dist, self.device)
         self.model = model.to(self.device)
-        self.autocast_dtype = getattr(torch, dtype) if dtype != "float32" else None
-        if self.autocast_dtype is not None and self.device.type == "cpu":
-            logger.warning("%s autocast asked for on a CPU: training in float32 instead", dtype)
-            self.autocast_dtype = None
+        self.autocast_dtype = autocast_dtype(dtype, self.device.type)
+        precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "float32"
+        logger.info("precision: %s on %s", precision, self.device.type)
         self.ddp_model = model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel

@@ -17,8 +17,9 @@ from gateway_support import LiveGateway, build_nano_checkpoint, copy_checkpoint
 
 from eval.__main__ import main
 from eval.backends import InProcess
+from eval.questions import load_questions
 from eval.report import ResultRow, write_report
-from eval.runner import read_results
+from eval.runner import _limit_per_file, read_results
 
 CATEGORIES = ("multi_hop", "new", "retained", "unanswerable", "updated")
 
@@ -76,9 +77,9 @@ def test_in_process_run_writes_every_report_file(
     main_rows = [r for r in rows if r.variant is None]
     strategies = ("closed_book", "rag", "naive_rag", "long_context", "cpt", "auto")
     assert len(main_rows) == 10 * len(strategies)  # 2 questions of each of the 5 files
-    assert {(r.question_id, r.strategy) for r in main_rows} == {
-        (f"{c}-000{i}", s) for c in CATEGORIES for i in (1, 2) for s in strategies
-    }
+    asked = _limit_per_file(*load_questions([nano_dir / "questions"]), 2)  # sampling: its own test below
+    assert {q.category for q in asked} == set(CATEGORIES)
+    assert {(r.question_id, r.strategy) for r in main_rows} == {(q.id, s) for q in asked for s in strategies}
     assert not [r for r in rows if r.error]
     by = {(r.question_id, r.strategy): r for r in main_rows}
     # Recall counts the supporting documents that are in the index: new-0001 is post-0003.
@@ -318,6 +319,19 @@ def test_scoring_an_answer_recall_and_answer_position() -> None:
     lc = score(q, "long_context", packed, indexed={"post-1", "post-2", "post-3"})
     assert not lc.correct and lc.recall_at_k is None and lc.coverage == 0.5 and lc.docs_in_window == 3
     assert lc.answer_in_window and lc.answer_position == 0.5  # the 2nd of 3 documents
+
+
+def test_limit_samples_each_file_evenly_so_every_category_keeps_its_share() -> None:
+    from eval.questions import Question, QuestionFile
+
+    cats = ["new"] * 6 + ["retained"] * 3 + ["unanswerable"] * 3  # one file, listed by category
+    pages = [Question(id=f"p{i}", question="?", answers=["a"], category=c) for i, c in enumerate(cats)]
+    world = [Question(id=f"w{i}", question="?", answers=["a"], category="new") for i in range(2)]
+    files = [QuestionFile(path=p, sha256="", questions=n) for p, n in (("pages", 12), ("w", 2))]
+    picked = _limit_per_file(pages + world, files, 4)
+    assert [q.id for q in picked] == ["p0", "p3", "p6", "p9", "w0", "w1"]
+    assert [q.category for q in picked[:4]] == ["new", "new", "retained", "unanswerable"]
+    assert [q.id for q in _limit_per_file(pages, files[:1], 1)] == ["p0"]
 
 
 def test_cpt_training_seconds_come_from_lineage_through_a_merge(tmp_path: Path) -> None:

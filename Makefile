@@ -146,11 +146,11 @@ READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 4 --eval-every 2 --eval-row
 READER_CPT_FLAGS ?= --lr 1e-3 --replay 0.1 --questions 8 --epochs 8 --seq-len 256 --batch-size 8
 READER_CPT_DOCS ?= $(DEMO_WORLD)/docs_post
 READER_CPT_REPLAY ?= $(DEMO_WORLD)/corpus_pre
-EVAL_WORLD_LIMIT ?= 8
-# The Python pages: 40 of the 79 questions (spread over the file: each category keeps its share), asked of
+EVAL_WORLD_LIMIT ?= 6
+# The Python pages: 30 of the 79 questions (spread over the file: each category keeps its share), asked of
 # the reader with closed_book, rag, auto and cpt. Not long_context: one What's New page is 30k+ tokens, and
 # at 6,500 tokens of the newest pages it answered 0.03 (docs/demo.md); naive_rag is θ0's reference row.
-EVAL_PYDOCS_LIMIT ?= 40
+EVAL_PYDOCS_LIMIT ?= 30
 PYDOCS_STRATEGIES ?= closed_book,rag,auto,cpt
 # The world: every strategy but the reader's naive_rag (θ0's is the reference row).
 WORLD_STRATEGIES ?= closed_book,rag,long_context,cpt,auto

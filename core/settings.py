@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="Training and embedded serving: auto computes in bf16 where the hardware does it "
-        "natively (core/hardware.py), else fp32.",
+        description="auto: training autocasts to bf16 where the hardware does it natively, the embedded "
+        "engine serves fp32; bf16 or fp32: both (core/hardware.py).",
     )
 
     @field_validator("chunk_overlap")

@@ -79,7 +79,8 @@ class SFTRunConfig(HFRunConfig):
     data: list[Path] = field(
         default_factory=list,
         metadata={
-            "help": "chat .jsonl files or folders of them (rows with `messages`)",
+            "help": "chat .jsonl files or folders of them (rows with `messages`); PATH:N takes N of PATH's "
+            "rows, drawn with --seed (to set a mixture)",
             "nargs": "+",
             "required": True,
             "type": Path,
@@ -112,12 +113,46 @@ class SFTRunConfig(HFRunConfig):
         super().__post_init__()
         if not self.data:
             raise ValueError("--data is required")
+        for entry in self.data:
+            split_cap(entry)
         if self.lora_r < 0:
             raise ValueError(f"--lora-r must be >= 0, got {self.lora_r}")
         if self.freeze_layers < 0:
             raise ValueError(f"--freeze-layers must be >= 0 (0 freezes nothing), got {self.freeze_layers}")
         if self.batching not in BATCHING:
             raise ValueError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+
+
+_CAP = re.compile(r"^(?P<path>.+):(?P<rows>\d+)$")
+
+
+def split_cap(entry: Path | str) -> tuple[Path, int | None]:
+    """A `--data` entry: `PATH:N` (N of the rows of a file or folder) or a file or folder taken whole."""
+    m = _CAP.match(str(entry))
+    if m is None:
+        return Path(entry), None
+    rows = int(m["rows"])
+    if rows < 1:
+        raise ValueError(f"--data {entry}: take at least 1 row")
+    return Path(m["path"]), rows
+
+
+def read_sft_data(entries: list[Path], seed: int) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The files behind `--data` and their chat rows; a `PATH:N` entry gives N of its rows, drawn with
+    `seed` (the same rows for the same seed), so a mixture of sources is set on the command line."""
+    import random
+
+    files: list[Path] = []
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        path, cap = split_cap(entry)
+        found = expand_paths([path], JSONL_SUFFIXES)
+        got = read_chat_rows(found)
+        if cap is not None and cap < len(got):
+            got = random.Random(f"{seed}:{path.name}").sample(got, cap)
+        files += found
+        rows += got
+    return files, rows
 
 
 def read_chat_rows(files: list[Path]) -> list[dict[str, Any]]:
@@ -270,9 +305,8 @@ def _sft_plan(model: Any, tokenizer: Any, rows: list[dict[str, Any]], cfg: SFTRu
 def run_sft(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fine-tune `cfg.from_` on the chat rows; returns a summary (out, tag, metrics)."""
     parent = resolve_parent(cfg.from_)
-    files = expand_paths(cfg.data, JSONL_SUFFIXES)
+    files, rows = read_sft_data(cfg.data, cfg.seed)
     data_sha256 = hash_files(files)
-    rows = read_chat_rows(files)
 
     import torch
     from datasets import Dataset

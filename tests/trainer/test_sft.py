@@ -10,7 +10,7 @@ import pytest
 from core.registry import list_checkpoints
 from core.settings import Settings
 from trainer.checkpoint import read_lineage
-from trainer.sft import SFTRunConfig, read_chat_rows, run_sft
+from trainer.sft import SFTRunConfig, read_chat_rows, read_sft_data, run_sft
 
 
 def test_label_mask_is_the_assistant_answer_only(nano_base: Path, nano_world: Path, tmp_path: Path) -> None:
@@ -78,6 +78,27 @@ def test_sft_lora_keeps_and_merges_the_adapter(nano_base: Path, nano_world: Path
     assert any("q_proj" in k for k in changed)
     assert not any("norm" in k for k in changed)  # LoRA touches only the targeted projections
     AutoModelForCausalLM.from_pretrained(str(out))
+
+
+def test_a_data_entry_with_a_row_count_sets_the_mixture(tmp_path: Path) -> None:
+    def chat(tag: str, i: int) -> str:
+        return json.dumps({"messages": [{"role": "user", "content": f"{tag} {i}?"},
+                                        {"role": "assistant", "content": f"{tag}{i}"}]})  # fmt: skip
+
+    (tmp_path / "big.jsonl").write_text("".join(chat("big", i) + "\n" for i in range(50)))
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "a.jsonl").write_text("".join(chat("small", i) + "\n" for i in range(4)))
+    entries = [tmp_path / "big.jsonl:10", tmp_path / "small:9"]  # more than there are: all of them
+    files, rows = read_sft_data(entries, seed=0)
+    answers = [r["messages"][-1]["content"] for r in rows]
+    assert [f.name for f in files] == ["big.jsonl", "a.jsonl"] and len(rows) == 14
+    assert len({a for a in answers[:10] if a.startswith("big")}) == 10
+    assert answers[10:] == [f"small{i}" for i in range(4)]
+    assert read_sft_data(entries, seed=0)[1] == rows and read_sft_data(entries, seed=1)[1] != rows
+    with pytest.raises(ValueError, match="at least 1 row"):
+        SFTRunConfig(from_="x", data=[tmp_path / "big.jsonl:0"])
+    with pytest.raises(ValueError, match="does not exist"):
+        read_sft_data([tmp_path / "gone.jsonl:3"], seed=0)
 
 
 def test_bad_sft_inputs(nano_base: Path, tmp_path: Path) -> None:

@@ -52,5 +52,5 @@ def test_the_engine_serves_float32_unless_bf16_is_asked_for(
 
 def test_a_bad_setting_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KC_PRECISION", "fp16")
-    with pytest.raises(ValueError, match="auto.*fp32.*bf16"):
+    with pytest.raises(ValueError, match=r"auto.*fp32.*bf16"):
         Settings()

@@ -142,7 +142,8 @@ READER_RL_FLAGS ?= --lora-r 16 --lr 5e-5 --max-steps 4 --eval-every 2 --eval-row
   --prompts-per-step 2 --num-generations 4
 # CPT, every weight, 8 passes over the world's news with question rows (--questions) at lr 1e-3: 56 steps,
 # 12 min in float32, 7-8 with bf16 autocast on a CPU that has it (core/hardware.py); merged, 0.33 of `new`
-# closed book (16 passes at 5e-4: 0.55 in 24 min; without the rows: 0.00; docs/demo.md). The Python pages are too long for such a schedule on 2 cores: DEMO_BUDGET=full only.
+# closed book (16 passes at 5e-4: 0.55 in 24 min; without the rows: 0.00; docs/demo.md). The Python pages
+# are too long for such a schedule on 2 cores: DEMO_BUDGET=full only.
 READER_CPT_FLAGS ?= --lr 1e-3 --replay 0.1 --questions 8 --epochs 8 --seq-len 256 --batch-size 8
 READER_CPT_DOCS ?= $(DEMO_WORLD)/docs_post
 READER_CPT_REPLAY ?= $(DEMO_WORLD)/corpus_pre

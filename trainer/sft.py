@@ -44,6 +44,7 @@ on one thread.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -113,8 +114,7 @@ class SFTRunConfig(HFRunConfig):
         super().__post_init__()
         if not self.data:
             raise ValueError("--data is required")
-        for entry in self.data:
-            split_cap(entry)
+        list(map(split_cap, self.data))  # a bad PATH:N fails here, before any loading
         if self.lora_r < 0:
             raise ValueError(f"--lora-r must be >= 0, got {self.lora_r}")
         if self.freeze_layers < 0:
@@ -131,27 +131,21 @@ def split_cap(entry: Path | str) -> tuple[Path, int | None]:
     m = _CAP.match(str(entry))
     if m is None:
         return Path(entry), None
-    rows = int(m["rows"])
-    if rows < 1:
+    if int(m["rows"]) < 1:
         raise ValueError(f"--data {entry}: take at least 1 row")
-    return Path(m["path"]), rows
+    return Path(m["path"]), int(m["rows"])
 
 
 def read_sft_data(entries: list[Path], seed: int) -> tuple[list[Path], list[dict[str, Any]]]:
     """The files behind `--data` and their chat rows; a `PATH:N` entry gives N of its rows, drawn with
     `seed` (the same rows for the same seed), so a mixture of sources is set on the command line."""
-    import random
-
     files: list[Path] = []
     rows: list[dict[str, Any]] = []
-    for entry in entries:
-        path, cap = split_cap(entry)
+    for path, cap in map(split_cap, entries):
         found = expand_paths([path], JSONL_SUFFIXES)
         got = read_chat_rows(found)
-        if cap is not None and cap < len(got):
-            got = random.Random(f"{seed}:{path.name}").sample(got, cap)
         files += found
-        rows += got
+        rows += random.Random(f"{seed}:{path.name}").sample(got, cap) if cap and cap < len(got) else got
     return files, rows
 
 

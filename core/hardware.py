@@ -27,23 +27,23 @@ _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @functools.cache
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once (empty where it cannot be read: not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux); empty where /proc/cpuinfo cannot be read."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    line = next((ln for ln in _cpuinfo().splitlines() if ln.startswith("flags")), "")
     return frozenset(line.partition(":")[2].split())
 
 
 def cpu_mhz() -> float:
     """The highest clock /proc/cpuinfo reports (2,000 MHz where it says nothing)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return 2000.0
-    mhz = [float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    mhz = [float(ln.split(":")[1]) for ln in _cpuinfo().splitlines() if ln.startswith("cpu MHz")]
     return max(mhz, default=2000.0)
 
 

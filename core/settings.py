@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.hardware import Precision
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
@@ -45,7 +47,7 @@ class Settings(BaseSettings):
         1024, ge=1, description="Chunks embedded between two commit points of an ingest (crash granularity)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="auto: training autocasts to bf16 where the hardware does it natively, the embedded "
         "engine serves fp32; bf16 or fp32: both (core/hardware.py).",
